@@ -1,0 +1,1 @@
+"""One task, stage by stage: plan → source → environment → overrides → supervise → report."""

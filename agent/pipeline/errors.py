@@ -1,0 +1,16 @@
+"""The one error a stage raises to fail its task with a reason a user can act on."""
+
+from __future__ import annotations
+
+
+class StageError(Exception):
+    """A stage could not do its job; ``reason`` becomes the task's ``status_reason``.
+
+    ``reason`` is short and specific, e.g. "git checkout failed: commit abc123 not found in
+    https://host/repo.git" or "requirements failed: No solution found for torch==9.9".
+    """
+
+    def __init__(self, reason: str, *, stage: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage

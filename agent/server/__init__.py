@@ -1,0 +1,1 @@
+"""The embedded control plane: a clean-room ClearML-compatible server on SQLite."""

@@ -1,0 +1,229 @@
+"""One frozen Settings object, read once at start-up.
+
+Precedence: defaults < config file (TOML) < ``CONVEYOR_*`` environment < command-line flags.
+The standard ``CLEARML_API_HOST`` / ``CLEARML_API_ACCESS_KEY`` / ``CLEARML_API_SECRET_KEY``
+variables are honoured (below ``CONVEYOR_*``) so ClearML users need no new configuration.
+
+Every field is documented once, here; ``config/agent.toml`` mirrors this list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+ENV_PREFIX = "CONVEYOR_"
+APP_NAME = "conveyor"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting and the source."""
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- control plane -------------------------------------------------------------------
+    # API server URL. Empty: start the embedded control plane in-process (the default).
+    api_host: str = ""
+    web_host: str = ""
+    files_host: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    # --- worker --------------------------------------------------------------------------
+    worker_id: str = ""  # empty: "<hostname>:conveyor"
+    queues: tuple[str, ...] = ()  # empty: the server's default queue
+    order_fairness: bool = False  # round-robin across queues instead of strict priority
+    slots: int = 1  # tasks run concurrently
+    gpus: str = "none"  # "none", "all" or a comma list "0,1"
+    # --- polling and lifecycle (seconds) -------------------------------------------------
+    poll_min_interval: float = 0.05
+    poll_max_interval: float = 2.0
+    heartbeat_interval: float = 10.0
+    abort_poll_interval: float = 1.0
+    drain_timeout: float = 3600.0  # first SIGTERM: how long running tasks may finish
+    abort_grace: float = 10.0  # SIGTERM -> SIGKILL grace for a task's process group
+    task_timeout: float = 0.0  # wall-clock limit per task; 0 means none
+    # --- directories ---------------------------------------------------------------------
+    data_dir: Path = field(default_factory=_default_data_dir)
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    # --- environments --------------------------------------------------------------------
+    python: str = ""  # interpreter when the task names none; empty: the agent's own major.minor
+    package_manager: str = "uv"  # "uv" or "pip"
+    extra_ca_bundle: str = ""  # PEM bundle exported to tasks and installers (SSL_CERT_FILE...)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # exported to every task
+    # --- logging -------------------------------------------------------------------------
+    log_format: str = "auto"  # "auto" (pretty on a terminal, JSON otherwise), "json", "console"
+    log_level: str = "info"
+
+    @property
+    def effective_worker_id(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}:conveyor"
+
+    @property
+    def work_root(self) -> Path:
+        """Per-task work directories live here (``<work_root>/<task id>``)."""
+        return self.data_dir / "work"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Per-task log spools: lines wait here until the server acknowledges them."""
+        return self.data_dir / "spool"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.api_host
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as a plain dict, secrets masked (for ``conveyor config``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("secret_key",):
+            if out[name]:
+                out[name] = "****"
+        out["extra_env"] = {k: "****" for k in self.extra_env}
+        return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+# The ClearML variables a ClearML user already has set; lower precedence than CONVEYOR_*.
+_CLEARML_ENV = {
+    "CLEARML_API_HOST": "api_host",
+    "CLEARML_WEB_HOST": "web_host",
+    "CLEARML_FILES_HOST": "files_host",
+    "CLEARML_API_ACCESS_KEY": "access_key",
+    "CLEARML_API_SECRET_KEY": "secret_key",
+    "CLEARML_WORKER_ID": "worker_id",
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Convert a raw value (TOML value or environment string) to the field's type."""
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:
+        factory = _FIELDS[name].default_factory
+        default = factory() if factory is not dataclasses.MISSING else None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, Path):
+            return Path(str(value)).expanduser()
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(v for v in value.replace(",", " ").split() if v)
+            return tuple(str(v) for v in value)
+        if isinstance(default, Mapping):
+            if isinstance(value, str):
+                pairs = (item.split("=", 1) for item in value.split(",") if "=" in item)
+                return {k.strip(): v for k, v in pairs}
+            return {str(k): str(v) for k, v in dict(value).items()}
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name!r} from {source}: {exc}") from exc
+
+
+def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and key not in _FIELDS:
+            out.update(_from_mapping(value, source))  # TOML tables are only grouping
+            continue
+        if key not in _FIELDS:
+            raise SettingsError(f"unknown setting {key!r} in {source}")
+        out[key] = _coerce(key, value, source)
+    return out
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, name in _CLEARML_ENV.items():
+        if environ.get(var):
+            out[name] = _coerce(name, environ[var], var)
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var in environ:
+            out[name] = _coerce(name, environ[var], var)
+    return out
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    if environ.get("CONVEYOR_CONFIG"):
+        return Path(environ["CONVEYOR_CONFIG"]).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "agent.toml"
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the Settings: defaults < file < environment < ``overrides`` (command-line flags).
+
+    A missing default config file is fine; a missing explicitly named one is an error.
+    ``overrides`` entries whose value is None are ignored (flags the user did not pass).
+    """
+    environ = os.environ if environ is None else environ
+    explicit = config_path is not None or bool(environ.get("CONVEYOR_CONFIG"))
+    path = config_path or default_config_path(environ)
+    values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            values.update(_from_mapping(tomllib.loads(path.read_text()), str(path)))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+    elif explicit:
+        raise SettingsError(f"config file {path} does not exist")
+    values.update(_from_env(environ))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.slots < 1:
+        raise SettingsError(f"slots must be at least 1, got {settings.slots}")
+    if settings.package_manager not in ("uv", "pip"):
+        raise SettingsError(
+            f"package_manager must be 'uv' or 'pip', got {settings.package_manager!r}"
+        )
+    if settings.log_format not in ("auto", "json", "console"):
+        raise SettingsError(
+            f"log_format must be auto, json or console, got {settings.log_format!r}"
+        )
+    gpus = settings.gpus.strip()
+    if gpus not in ("none", "all") and not all(p.strip().isdigit() for p in gpus.split(",")):
+        raise SettingsError(f"gpus must be 'none', 'all' or a list like '0,1', got {gpus!r}")

@@ -1,0 +1,1 @@
+"""Running a task's process: spawn, pump logs, sample metrics, abort, reap."""

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from agent.settings import SettingsError, load_settings
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[worker]\nslots = 2\nqueues = ["a", "b"]\n[polling]\nabort_grace = 3.5\n')
+    env = {"CONVEYOR_SLOTS": "3", "CLEARML_API_HOST": "http://h:8008"}
+    s = load_settings(config_path=cfg, environ=env, overrides={"slots": 4, "gpus": None})
+    assert s.slots == 4
+    assert s.queues == ("a", "b")
+    assert s.abort_grace == 3.5
+    assert s.api_host == "http://h:8008"
+    assert s.gpus == "none"
+
+
+def test_conveyor_env_beats_clearml_env() -> None:
+    env = {"CLEARML_API_HOST": "http://a", "CONVEYOR_API_HOST": "http://b"}
+    s = load_settings(environ={**env, "CONVEYOR_CONFIG": ""})
+    assert s.api_host == "http://b"
+
+
+def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("slotz = 2\n")
+    with pytest.raises(SettingsError, match="unknown setting 'slotz'"):
+        load_settings(config_path=cfg, environ={})
+
+
+def test_bad_values_name_the_source() -> None:
+    with pytest.raises(SettingsError, match="CONVEYOR_SLOTS"):
+        load_settings(environ={"CONVEYOR_SLOTS": "many"})
+    with pytest.raises(SettingsError, match="gpus"):
+        load_settings(environ={"CONVEYOR_GPUS": "first"})
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(config_path=tmp_path / "missing.toml", environ={})
+
+
+def test_masked_hides_secrets() -> None:
+    s = load_settings(environ={"CONVEYOR_SECRET_KEY": "s3cret", "CONVEYOR_EXTRA_ENV": "A=1,B=2"})
+    shown = s.masked()
+    assert shown["secret_key"] == "****"
+    assert "s3cret" not in repr(shown)
+    assert s.extra_env == {"A": "1", "B": "2"}
