@@ -211,3 +211,42 @@ class TaskSpec:
             input_models=_parse_input_models(_obj(doc, "models", "")),
             output_destination=_str(_obj(doc, "output", ""), "destination", "output."),
         )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model registered on the server (``models.get_by_id``): where its weights live."""
+
+    id: str
+    name: str = ""
+    uri: str = ""  # e.g. file:///mnt/shared/models/p/t.abc/models/best.pt
+    framework: str = ""
+    ready: bool = False
+    comment: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, doc: Any) -> ModelInfo:
+        if not isinstance(doc, Mapping):
+            raise TaskDocumentError(f"model document must be an object, got {type(doc).__name__}")
+        model_id = doc.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise TaskDocumentError("model document has no id")
+        return cls(
+            id=model_id,
+            name=_str(doc, "name", "model."),
+            uri=_str(doc, "uri", "model."),
+            framework=_str(doc, "framework", "model."),
+            ready=bool(doc.get("ready")),
+            comment=_str(doc, "comment", "model."),
+            metadata=_parse_metadata(_obj(doc, "metadata", "model.")),
+        )
+
+
+def _parse_metadata(doc: Mapping[str, Any]) -> dict[str, str]:
+    """ClearML stores ``{key: {key, type, value}}``; older documents hold plain values."""
+    out: dict[str, str] = {}
+    for key, item in doc.items():
+        value = item.get("value") if isinstance(item, Mapping) else item
+        out[str(key)] = "" if value is None else str(value)
+    return out
