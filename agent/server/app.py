@@ -1,0 +1,178 @@
+"""The ASGI app: route ``/[v2.x/]service.action`` to a handler, wrap results in the envelope.
+
+HTTP status always equals ``meta.result_code``. Unknown endpoints are 404, refused requests
+400/401 with a subcode and a message; only a bug in a handler yields a 500 (and is logged).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+# Importing the service modules registers their endpoints.
+from agent.server import (  # noqa: F401
+    auth,
+    events,
+    misc,
+    models,
+    projects,
+    queues,
+    task_extras,
+    task_status,
+    tasks,
+    workers,
+)
+from agent.server.errors import MALFORMED_BODY, ApiError, bad_request, not_found
+from agent.server.registry import Call, Identity, lookup
+from agent.server.state import ServerState
+from agent.server.watchdog import Watchdog
+
+log = structlog.get_logger()
+
+_PATH = re.compile(
+    r"^/(?:api/)?(?:v(?P<version>\d+(?:\.\d+)*)/)?(?P<service>[a-z_]+)\.(?P<action>[a-z_]+)/?$"
+)
+_WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
+_JSON_LINES_ENDPOINTS = frozenset({"events.add_batch"})
+
+
+def envelope(
+    code: int, data: Mapping[str, Any] | None, endpoint: str = "", subcode: int = 0, msg: str = "OK"
+) -> Response:
+    body = {
+        "meta": {
+            "id": uuid.uuid4().hex,
+            "trx": uuid.uuid4().hex,
+            "endpoint": {"name": endpoint, "requested_version": "", "actual_version": ""},
+            "result_code": code,
+            "result_subcode": subcode,
+            "result_msg": msg,
+            "error_stack": None,
+        },
+        "data": dict(data) if data is not None else {},
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")), status_code=code, media_type="application/json"
+    )
+
+
+def _json_lines(text: str) -> tuple[Any, ...]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise bad_request(
+                f"malformed JSON on line {number}: {exc.msg}", MALFORMED_BODY
+            ) from exc
+    return tuple(items)
+
+
+def parse_body(
+    raw: bytes, content_type: str, endpoint: str
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """(body object, json-lines items). Raises 400 for anything that is not JSON."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise bad_request("request body is not UTF-8", MALFORMED_BODY) from exc
+    if not text:
+        return {}, ()
+    lines_allowed = endpoint in _JSON_LINES_ENDPOINTS
+    if lines_allowed and ("json-lines" in content_type or ("\n" in text and text[0] == "{")):
+        try:
+            single = json.loads(text)
+        except json.JSONDecodeError:
+            return {}, _json_lines(text)
+        return (
+            (single, ()) if isinstance(single, dict) and "requests" in single else ({}, (single,))
+        )
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON body: {exc.msg} (at {exc.pos})", MALFORMED_BODY) from exc
+    if lines_allowed and isinstance(value, list):
+        return {}, tuple(value)
+    if not isinstance(value, dict):
+        raise bad_request(
+            f"request body must be a JSON object, got {type(value).__name__}", MALFORMED_BODY
+        )
+    return value, ()
+
+
+def _worker(request: Request) -> str:
+    for header in _WORKER_HEADERS:
+        if request.headers.get(header):
+            return request.headers[header]
+    return ""
+
+
+def create_app(
+    state: ServerState, *, watchdog: bool = True, on_ready: Callable[[], None] | None = None
+) -> Starlette:
+    """The app for one server state; ``on_ready`` is called once startup is complete."""
+
+    async def dispatch(request: Request) -> Response:
+        match = _PATH.match(request.url.path)
+        if match is None:
+            return envelope(404, None, msg=f"unknown endpoint {request.url.path!r}")
+        name = f"{match['service']}.{match['action']}"
+        try:
+            return envelope(200, await _handle(state, request, name), name)
+        except ApiError as exc:
+            return envelope(exc.code, None, name, exc.subcode, exc.msg)
+        except Exception as exc:  # a bug in a handler: log it, answer an envelope, keep serving
+            log.exception("request_failed", endpoint=name)
+            return envelope(500, None, name, 0, f"internal error: {type(exc).__name__}: {exc}")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dog = Watchdog(state) if watchdog else None
+        if dog:
+            dog.start()
+        if on_ready:
+            on_ready()
+        try:
+            yield
+        finally:
+            if dog:
+                dog.stop()
+
+    routes = [Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _handle(state: ServerState, request: Request, name: str) -> dict[str, Any]:
+    endpoint = lookup(name)
+    if endpoint is None:
+        raise not_found(f"unknown endpoint {name!r} (not supported by this server)")
+    authorization = request.headers.get("authorization", "")
+    identity: Identity | None = None
+    if not endpoint.public:
+        identity = auth.authenticate(state, authorization)
+    body, lines = parse_body(await request.body(), request.headers.get("content-type", ""), name)
+    for key, value in request.query_params.items():
+        body.setdefault(key, value)
+    call = Call(
+        endpoint=name,
+        body=body,
+        state=state,
+        identity=identity,
+        worker=_worker(request),
+        authorization=authorization,
+        raw_lines=lines,
+    )
+    return await run_in_threadpool(endpoint.handler, call)

@@ -1,0 +1,56 @@
+"""``conveyor server``: run the control plane in the foreground."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from agent.server.app import create_app
+from agent.server.bootstrap import open_state
+from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
+from agent.server.state import Credentials, ServerConfig
+from agent.settings import Settings
+
+DB_FILENAME = "server.db"
+
+
+def default_db_path(settings: Settings | None = None) -> Path:
+    return (settings or Settings()).data_dir / DB_FILENAME
+
+
+def _public_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::"):
+        return url_for(socket.getfqdn(), port)
+    return url_for(host, port)
+
+
+def serve(
+    host: str,
+    port: int,
+    db_path: Path,
+    *,
+    credentials: Credentials | None = None,
+    worker_timeout: float | None = None,
+) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM); prints the CLEARML_* lines to paste.
+
+    Raises ``ServerRefused`` for a non-loopback ``host`` without explicit ``credentials``.
+    """
+    check_bind(host, credentials)
+    state = open_state(
+        ServerConfig(db_path=Path(db_path), credentials=credentials, worker_timeout=worker_timeout)
+    )
+    sock = bind_socket(host, port)
+    url = _public_url(host, int(sock.getsockname()[1]))
+    print(f"Conveyor control plane listening on {url} (database {db_path})", flush=True)
+    print("Set these in the environment of ClearML SDK users and agents:", flush=True)
+    for line in env_lines(url, state.credentials):
+        print(f"  {line}", flush=True)
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        state.store.close()

@@ -1,0 +1,188 @@
+"""queues.*: FIFO queues of task ids; ``get_next_task`` pops the head atomically."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.server import queue_ops
+from agent.server.documents import project_fields, tags_match
+from agent.server.errors import QUEUE_NOT_EMPTY, ApiError, bad_request
+from agent.server.fields import opt_bool, opt_int, opt_str, opt_str_list, req_str
+from agent.server.registry import Call, endpoint
+from agent.server.store import loads, now_iso, valid_regex
+from agent.server.taskstore import find_task, save_task, set_status
+
+
+def _name_filter(call: Call) -> str | None:
+    name = opt_str(call.body, "name") or None
+    if name is not None and not valid_regex(name):
+        raise bad_request(f"field 'name' is not a valid regular expression: {name!r}")
+    return name
+
+
+@endpoint("queues.get_all")
+def get_all(call: Call) -> dict[str, Any]:
+    name = _name_filter(call)
+    ids = opt_str_list(call.body, "id")
+    tags = opt_str_list(call.body, "tags") or []
+    system_tags = opt_str_list(call.body, "system_tags") or []
+    only_fields = opt_str_list(call.body, "only_fields")
+    page = opt_int(call.body, "page", 0) or 0
+    page_size = opt_int(call.body, "page_size", 0) or 0
+    with call.store.read() as conn:
+        sql, args = "SELECT doc FROM queues WHERE 1=1", []
+        if name:
+            sql += " AND name REGEXP ?"
+            args.append(name)
+        if ids:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        sql += " ORDER BY created"
+        docs = [loads(r[0]) for r in conn.execute(sql, args)]
+        docs = [
+            d
+            for d in docs
+            if tags_match(d.get("tags", []), tags)
+            and tags_match(d.get("system_tags", []), system_tags)
+        ]
+        if page_size > 0:
+            docs = docs[page * page_size : (page + 1) * page_size]
+        if only_fields is None or "entries" in only_fields:
+            docs = [queue_ops.with_entries(conn, d) for d in docs]
+    return {"queues": [project_fields(d, only_fields) for d in docs]}
+
+
+@endpoint("queues.get_by_id")
+def get_by_id(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    with call.store.read() as conn:
+        return {"queue": queue_ops.with_entries(conn, queue_ops.load_queue(conn, queue_id))}
+
+
+@endpoint("queues.create")
+def create(call: Call) -> dict[str, Any]:
+    name = req_str(call.body, "name")
+    tags = opt_str_list(call.body, "tags")
+    system_tags = opt_str_list(call.body, "system_tags")
+    with call.store.write() as conn:
+        doc = queue_ops.create_queue(conn, name, call.user, tags, system_tags)
+    return {"id": doc["id"]}
+
+
+@endpoint("queues.update")
+def update(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    changes: dict[str, Any] = {}
+    if call.body.get("name") is not None:
+        changes["name"] = req_str(call.body, "name")
+    for key in ("tags", "system_tags"):
+        value = opt_str_list(call.body, key)
+        if value is not None:
+            changes[key] = value
+    with call.store.write() as conn:
+        doc = queue_ops.load_queue(conn, queue_id)
+        other = queue_ops.find_by_name(conn, changes.get("name", doc["name"]))
+        if other is not None and other["id"] != queue_id:
+            raise bad_request(f"a queue named {changes['name']!r} already exists")
+        doc.update(changes)
+        queue_ops.save_queue(conn, doc)
+    return {"updated": 1, "fields": changes}
+
+
+@endpoint("queues.get_default")
+def get_default(call: Call) -> dict[str, Any]:
+    queue = queue_ops.load_default(call.store.conn())
+    return {"id": queue["id"], "name": queue["name"]}
+
+
+@endpoint("queues.get_next_task")
+def get_next_task(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    task_info = opt_bool(call.body, "get_task_info")
+    with call.store.write() as conn:
+        queue_ops.load_queue(conn, queue_id)
+        head = queue_ops.pop(conn, queue_id)
+    if head is None:
+        return {}
+    task, added = head
+    out: dict[str, Any] = {"entry": {"task": task, "added": added}}
+    if task_info:
+        row = call.store.conn().execute("SELECT doc FROM tasks WHERE id=?", (task,)).fetchone()
+        user = loads(row[0]).get("user", "") if row else ""
+        out["task_info"] = {"company": "conveyor", "user": user}
+    return out
+
+
+@endpoint("queues.remove_task")
+def remove_task(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    task_id = req_str(call.body, "task")
+    with call.store.write() as conn:
+        queue_ops.load_queue(conn, queue_id)
+        if queue_ops.queue_of(conn, task_id) != queue_id:
+            return {"removed": 0}
+        queue_ops.remove(conn, task_id)
+        task = find_task(conn, task_id)
+        if task is not None and task["status"] == "queued":
+            set_status(task, "created", "removed from queue")
+            task["execution"].pop("queue", None)
+            save_task(conn, task)
+    return {"removed": 1}
+
+
+def _move(call: Call, where: str) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    task_id = req_str(call.body, "task")
+    count = opt_int(call.body, "count", 1) or 1
+    with call.store.write() as conn:
+        queue_ops.load_queue(conn, queue_id)
+        size = queue_ops.count(conn, queue_id)
+        offsets = {"front": -size, "back": size, "forward": -count, "backward": count}
+        position = queue_ops.reorder(conn, queue_id, task_id, offsets[where])
+    return {"position": position}
+
+
+@endpoint("queues.move_task_to_front")
+def move_task_to_front(call: Call) -> dict[str, Any]:
+    return _move(call, "front")
+
+
+@endpoint("queues.move_task_to_back")
+def move_task_to_back(call: Call) -> dict[str, Any]:
+    return _move(call, "back")
+
+
+@endpoint("queues.move_task_forward")
+def move_task_forward(call: Call) -> dict[str, Any]:
+    return _move(call, "forward")
+
+
+@endpoint("queues.move_task_backward")
+def move_task_backward(call: Call) -> dict[str, Any]:
+    return _move(call, "backward")
+
+
+@endpoint("queues.get_num_entries")
+def get_num_entries(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    with call.store.read() as conn:
+        queue_ops.load_queue(conn, queue_id)
+        return {"num": queue_ops.count(conn, queue_id)}
+
+
+@endpoint("queues.delete")
+def delete(call: Call) -> dict[str, Any]:
+    queue_id = req_str(call.body, "queue")
+    force = opt_bool(call.body, "force")
+    with call.store.write() as conn:
+        queue_ops.load_queue(conn, queue_id)
+        if queue_ops.count(conn, queue_id) and not force:
+            raise ApiError(400, QUEUE_NOT_EMPTY, "queue is not empty (pass force=true to delete)")
+        conn.execute("DELETE FROM queue_entries WHERE queue=?", (queue_id,))
+        conn.execute("DELETE FROM queues WHERE id=?", (queue_id,))
+    return {"deleted": 1}
+
+
+@endpoint("queues.get_queue_metrics")
+def get_queue_metrics(call: Call) -> dict[str, Any]:
+    return {"queues": [], "stamp": now_iso()}

@@ -1,0 +1,79 @@
+"""Endpoint registry: ``@endpoint("tasks.create")`` maps a "service.action" to a handler.
+
+A handler is a plain synchronous function ``(Call) -> dict`` returning the ``data`` part of the
+envelope; it raises ``ApiError`` to refuse. Handlers run in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.server.state import ServerState
+from agent.server.store import Store
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    company: str
+
+
+@dataclass(frozen=True)
+class Call:
+    endpoint: str
+    body: Mapping[str, Any]
+    state: ServerState
+    identity: Identity | None  # None only for public endpoints
+    worker: str  # X-ClearML-Worker header, "" if absent
+    authorization: str  # raw Authorization header (auth.login reads it)
+    raw_lines: tuple[Any, ...] = ()  # json-lines bodies (events.add_batch)
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def user(self) -> str:
+        return self.identity.user if self.identity else ""
+
+
+Handler = Callable[[Call], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    handler: Handler
+    public: bool
+
+
+_ENDPOINTS: dict[str, Endpoint] = {}
+
+
+def endpoint(*names: str, public: bool = False) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        for name in names:
+            if name in _ENDPOINTS:
+                raise ValueError(f"endpoint {name} registered twice")
+            _ENDPOINTS[name] = Endpoint(name, handler, public)
+        return handler
+
+    return register
+
+
+def lookup(name: str) -> Endpoint | None:
+    return _ENDPOINTS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_ENDPOINTS)
+
+
+def known_services() -> set[str]:
+    return {name.split(".", 1)[0] for name in _ENDPOINTS}
+
+
+def endpoints() -> Mapping[str, Endpoint]:
+    return _ENDPOINTS

@@ -1,0 +1,42 @@
+"""What every request handler can reach: the store and the server's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.server.store import Store
+
+API_VERSION = "2.31"  # the SDK picks its highest schema <= this; 2.31 matches clearml-server 2.0
+SERVER_VERSION = "2.0.0"
+FEATURE_SET = "basic"  # anything else makes the SDK ask for vaults
+COMPANY_ID = "conveyor"
+COMPANY_NAME = "Conveyor"
+DEFAULT_QUEUE_NAME = "default"
+DEFAULT_WORKER_TIMEOUT = 600.0  # seconds without a report before a worker is dropped
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+MAX_TOKEN_TTL = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    db_path: Path
+    credentials: Credentials | None = None  # explicit pair; None: use the stored/generated one
+    worker_timeout: float | None = None  # overrides every worker's registration timeout
+    watchdog_interval: float = 5.0
+    max_requeues: int = 3  # lost-worker requeues before the task is failed
+    token_ttl: int = DEFAULT_TOKEN_TTL
+
+
+@dataclass(frozen=True)
+class ServerState:
+    store: Store
+    config: ServerConfig
+    jwt_secret: str
+    credentials: Credentials  # the configured pair, or the first-start generated one

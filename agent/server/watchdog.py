@@ -1,0 +1,144 @@
+"""The worker watchdog: drop workers silent past their timeout and rescue their task.
+
+A lost worker's in-progress task goes back to the FRONT of its queue (it was next in line
+once already), at most ``max_requeues`` times; after that it fails with "lost worker".
+clearml-server has no such requeue. The decision is a pure function (``decide``); ``sweep``
+applies it in one transaction per worker; ``Watchdog`` runs sweeps in a thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import structlog
+
+from agent.server import queue_ops
+from agent.server.lifecycle import FAILED, IN_PROGRESS, QUEUED
+from agent.server.state import ServerState
+from agent.server.store import StoreError, loads
+from agent.server.taskstore import find_task, get_requeues, save_task, set_requeues, set_status
+from agent.server.workers import effective_timeout
+
+log = structlog.get_logger()
+
+LOST_WORKER = "lost worker"
+
+
+class Outcome(Enum):
+    NOTHING = "nothing"  # no task, or the task moved on (finished, or another worker has it)
+    REQUEUE = "requeue"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+
+
+def decide(
+    worker_id: str, task: dict[str, Any] | None, requeues: int, max_requeues: int, has_queue: bool
+) -> Decision:
+    """What to do with the task a lost worker was running."""
+    if task is None or task.get("status") != IN_PROGRESS:
+        return Decision(Outcome.NOTHING, "no task in progress")
+    if task.get("last_worker") not in ("", None, worker_id):
+        return Decision(Outcome.NOTHING, "task now belongs to another worker")
+    if requeues >= max_requeues:
+        return Decision(Outcome.FAIL, f"{LOST_WORKER} (requeued {requeues} times already)")
+    if not has_queue:
+        return Decision(Outcome.FAIL, f"{LOST_WORKER} (its queue no longer exists)")
+    return Decision(Outcome.REQUEUE, f"{LOST_WORKER}: requeued ({requeues + 1}/{max_requeues})")
+
+
+@dataclass(frozen=True)
+class Rescue:
+    worker: str
+    task: str | None
+    decision: Decision
+
+
+def _rescue(
+    conn: sqlite3.Connection,
+    state: ServerState,
+    worker_id: str,
+    task_id: str | None,
+    reported_queue: str | None,
+) -> Rescue:
+    task = find_task(conn, task_id) if task_id else None
+    queue_id = (task or {}).get("execution", {}).get("queue") or reported_queue
+    has_queue = bool(queue_id) and queue_ops.find_queue(conn, str(queue_id)) is not None
+    requeues = get_requeues(conn, task_id) if task_id else 0
+    decision = decide(worker_id, task, requeues, state.config.max_requeues, has_queue)
+    if task is not None and decision.outcome is Outcome.REQUEUE:
+        queue_ops.remove(conn, task["id"])
+        queue_ops.push(conn, str(queue_id), task["id"], front=True)
+        set_status(task, QUEUED, LOST_WORKER, decision.reason)
+        task["execution"] = {**task["execution"], "queue": queue_id}
+        save_task(conn, task)
+        set_requeues(conn, task["id"], requeues + 1)
+    elif task is not None and decision.outcome is Outcome.FAIL:
+        set_status(task, FAILED, LOST_WORKER, decision.reason)
+        save_task(conn, task)
+    return Rescue(worker_id, task_id, decision)
+
+
+def sweep(state: ServerState, now: float | None = None) -> list[Rescue]:
+    """Drop every worker silent past its timeout; requeue or fail its task."""
+    now = time.time() if now is None else now
+    rows = state.store.conn().execute("SELECT id, last_report, timeout FROM workers").fetchall()
+    lost = [
+        str(r[0]) for r in rows if now - float(r[1]) > effective_timeout(state.config, float(r[2]))
+    ]
+    out = []
+    for worker_id in lost:
+        with state.store.write() as conn:
+            row = conn.execute(
+                "SELECT task, last_report, timeout, doc FROM workers WHERE id=?", (worker_id,)
+            ).fetchone()
+            if row is None or now - float(row[1]) <= effective_timeout(state.config, float(row[2])):
+                continue  # it reported (or left) meanwhile
+            conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
+            reported_queue = loads(row[3]).get("queue")
+            rescue = _rescue(conn, state, worker_id, row[0], reported_queue)
+        log.warning(
+            "worker_lost",
+            worker=worker_id,
+            task=rescue.task,
+            outcome=rescue.decision.outcome.value,
+            reason=rescue.decision.reason,
+        )
+        out.append(rescue)
+    return out
+
+
+class Watchdog:
+    """Runs ``sweep`` every ``interval`` seconds in a daemon thread until ``stop``."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conveyor-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        interval = self._state.config.watchdog_interval
+        while not self._stop.wait(interval):
+            try:
+                sweep(self._state)
+            except (sqlite3.Error, StoreError) as exc:
+                # Keep watching: a locked or briefly unavailable database must not end the
+                # watchdog for the life of the server; the next sweep retries.
+                log.error("watchdog_sweep_failed", error=str(exc))
