@@ -10,8 +10,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -24,6 +26,8 @@ API_VERSION = "2.31"
 _SCRATCH = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
 atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 _TOKENS: dict[str, str] = {}
+_CLIENTS: dict[str, httpx.Client] = {}
+T = TypeVar("T")
 
 
 def python_executable() -> str:
@@ -88,13 +92,19 @@ def result_of(proc: subprocess.CompletedProcess[str]) -> Any:
     )
 
 
+def client_for(server: EmbeddedServer) -> httpx.Client:
+    """A keep-alive client per server (building one per call costs ~20 ms of TLS setup)."""
+    if server.url not in _CLIENTS:
+        _CLIENTS[server.url] = httpx.Client(timeout=60)
+    return _CLIENTS[server.url]
+
+
 def login(server: EmbeddedServer, **params: Any) -> str:
     creds = server.credentials
-    response = httpx.get(
+    response = client_for(server).get(
         f"{server.url}/auth.login",
         auth=(creds.access_key, creds.secret_key),
         params=params,
-        timeout=30,
     )
     response.raise_for_status()
     token: str = response.json()["data"]["token"]
@@ -121,8 +131,8 @@ def api_raw(
     """One request as-is (for status/envelope assertions); ``content`` overrides ``body``."""
     all_headers = {"Authorization": f"Bearer {token or token_for(server)}", **(headers or {})}
     kwargs: dict[str, Any] = {"content": content} if content is not None else {"json": body}
-    return httpx.request(
-        method, f"{server.url}/v{API_VERSION}/{endpoint}", headers=all_headers, timeout=60, **kwargs
+    return client_for(server).request(
+        method, f"{server.url}/v{API_VERSION}/{endpoint}", headers=all_headers, **kwargs
     )
 
 
@@ -138,3 +148,15 @@ def api_call(
     )
     data: dict[str, Any] = envelope["data"]
     return data
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

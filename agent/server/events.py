@@ -159,8 +159,8 @@ def get_task_log(call: Call) -> dict[str, Any]:
 
 
 def _batch_size(call: Call) -> int:
-    size = opt_int(call.body, "batch_size", DEFAULT_BATCH) or DEFAULT_BATCH
-    if not 0 < size <= MAX_BATCH:
+    size = opt_int(call.body, "batch_size", DEFAULT_BATCH)
+    if size is None or not 0 < size <= MAX_BATCH:
         raise bad_request(f"field 'batch_size' must be between 1 and {MAX_BATCH}")
     return size
 
