@@ -1,0 +1,135 @@
+"""Finding every process a task started, including the ones that tried to leave.
+
+A task runs in its own session and process group, so ``killpg`` reaches most of it. Processes
+that call ``setsid()`` (daemonising data loaders, ``nohup``/``setsid`` wrappers) leave the group;
+two nets catch them:
+
+1. while the task runs, its descendants are sampled every ``interval`` seconds with psutil and
+   remembered (a psutil ``Process`` remembers its start time, so a reused pid is never killed);
+2. every process of the task carries a marker variable in its environment (inherited across
+   fork, setsid and exec); a scan for it finds escapees that were orphaned between samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import threading
+import time
+
+import psutil
+import structlog
+
+log = structlog.get_logger()
+
+MARKER_VAR = "CONVEYOR_PROCESS_TREE"
+SAMPLE_INTERVAL_S = 0.5
+POLL_S = 0.05
+KILL_WAIT_S = 5.0  # SIGKILL cannot be refused, but a process in D state takes its time
+GONE_STATUSES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
+
+
+def new_marker() -> str:
+    return secrets.token_hex(8)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() not in GONE_STATUSES
+    except psutil.Error:
+        return False
+
+
+class ProcessTree:
+    """The processes of one task, rooted at ``pid`` (also its process group id)."""
+
+    def __init__(self, pid: int, marker: str) -> None:
+        self.pid = pid
+        self.marker = marker
+        self._known: dict[int, psutil.Process] = {}
+        self._lock = threading.Lock()  # sample() also runs in a worker thread
+        self.peak_rss = 0  # bytes, the largest sampled total RSS of the tree
+        with contextlib.suppress(psutil.Error):
+            self._known[pid] = psutil.Process(pid)
+
+    def sample(self) -> None:
+        """Remember the current descendants and account their memory."""
+        found: list[psutil.Process] = []
+        for proc in self._snapshot():
+            with contextlib.suppress(psutil.Error):
+                found.extend(proc.children(recursive=True))
+        self._remember(found)
+        rss = 0
+        for proc in self._snapshot():
+            with contextlib.suppress(psutil.Error):
+                rss += proc.memory_info().rss if _alive(proc) else 0
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _snapshot(self) -> list[psutil.Process]:
+        with self._lock:
+            return list(self._known.values())
+
+    def _remember(self, procs: list[psutil.Process]) -> None:
+        with self._lock:
+            for proc in procs:
+                self._known.setdefault(proc.pid, proc)
+
+    async def watch(self, interval: float = SAMPLE_INTERVAL_S) -> None:
+        """Sample until cancelled (a side task of :func:`run_process`)."""
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(interval)
+
+    def _scan_marker(self) -> None:
+        known = {p.pid for p in self._snapshot()} | {os.getpid()}
+        found = []
+        for proc in psutil.process_iter():
+            if proc.pid in known:
+                continue
+            try:
+                if proc.environ().get(MARKER_VAR) == self.marker:
+                    found.append(proc)
+            except psutil.Error:
+                continue  # not ours to read (another user), or gone meanwhile
+        self._remember(found)
+
+    def alive(self) -> list[psutil.Process]:
+        """Every live process of the task: sampled, group members' children, marker holders."""
+        self.sample()
+        self._scan_marker()
+        return [p for p in self._snapshot() if _alive(p)]
+
+    def signal_all(self, sig: signal.Signals) -> int:
+        """Send ``sig`` to the process group and every live member; how many were signalled."""
+        procs = self.alive()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        return len(procs)
+
+    async def wait_gone(self, deadline: float) -> bool:
+        """Wait (until the monotonic ``deadline``) for every member to exit; True if they did."""
+        while True:
+            procs = [p for p in self._snapshot() if _alive(p)]
+            if not procs:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+
+    async def terminate(self, grace: float) -> int:
+        """SIGTERM everything, wait up to ``grace`` s, SIGKILL what is left; how many live
+        processes there were."""
+        found = self.signal_all(signal.SIGTERM)
+        if not found or await self.wait_gone(time.monotonic() + grace):
+            return found
+        killed = self.signal_all(signal.SIGKILL)
+        log.info("process tree killed after grace", pid=self.pid, killed=killed, grace=grace)
+        if not await self.wait_gone(time.monotonic() + KILL_WAIT_S):
+            log.error("processes survived SIGKILL", pid=self.pid, left=len(self.alive()))
+        return found
