@@ -1,0 +1,485 @@
+"""Environment stage: a fresh venv per task, packages linked from uv's global cache.
+
+The interpreter is the exact one the task asks for (:mod:`agent.pipeline.interpreters`). The
+requirements are the task's recorded ``requirements.pip``, else the checkout's ``uv.lock`` or
+``requirements.txt`` (:mod:`agent.pipeline.requirements` makes them installable). A resolution
+is cached under ``cache_dir/resolved`` by a hash of (python version, requirements, platform,
+index settings): a warm start skips resolving and installs the pinned list straight from uv's
+cache (hardlinked when the cache is on the same filesystem): a link step, not a download.
+
+uv is used when it is available; ``virtualenv`` + ``pip`` otherwise (or when the operator asks
+for pip). Every installer runs with a timeout in its own process group, its output captured; a
+failure becomes a StageError carrying the installer's key error lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from agent.pipeline.console import Console
+from agent.pipeline.errors import StageError
+from agent.pipeline.interpreters import Interpreter, locate_interpreter, uv_error_summary
+from agent.pipeline.requirements import (
+    Requirements,
+    count_frozen,
+    filter_requirements,
+    platform_tag,
+    resolution_key,
+)
+
+log = structlog.get_logger()
+
+STAGE = "environment"
+VENV_DIR = "venv"
+RESOLVED_DIR = "resolved"  # under cache_dir: pinned lists by resolution key
+UV_CACHE = "uv"
+PIP_CACHE = "pip"
+RESOLUTION_TTL = 7 * 24 * 3600.0  # seconds a cached resolution is reused
+INSTALL_TIMEOUT = 3600.0  # seconds for one resolve or install
+VENV_TIMEOUT = 300.0
+FREEZE_TIMEOUT = 120.0
+KILL_WAIT = 10.0
+_TAIL_CHARS = 2000
+_PIP_TAIL_LINES = 4
+# Variables of the agent's own process that would point an installer at the wrong environment.
+_INSTALLER_SCRUB = (
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PYTHONHOME",
+    "PYTHONPATH",
+    "UV_PROJECT_ENVIRONMENT",
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentRequest:
+    python: str = ""  # script.binary: "python3.11", "python3", "3.10", "" (agent default)
+    requirements: str = ""  # the task's requirements.pip text; "" => look in the source
+    source_root: Path | None = None  # for the uv.lock / requirements.txt fallback
+    package_manager: str = "uv"  # "uv" | "pip"
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # e.g. SSL_CERT_FILE
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    venv: Path
+    python: Path  # the venv's interpreter
+    python_version: str  # "3.11.7"
+    frozen: str  # `uv pip freeze` output
+    packages: int
+    cache_hit: bool
+    seconds: float
+
+
+class Environment(Protocol):
+    def prepare(
+        self, req: EnvironmentRequest, *, task_dir: Path, cache_dir: Path, console: Console
+    ) -> PreparedEnvironment: ...
+
+
+def default_uv() -> Path | None:
+    """uv from the ``uv`` package, else from PATH; None when there is none."""
+    try:
+        import uv as uv_package
+
+        return Path(uv_package.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        return Path(found) if found else None
+
+
+class VenvEnvironment:
+    """A fresh venv per task under ``task_dir/venv`` (uv, or virtualenv + pip)."""
+
+    def __init__(self, uv: Path | None = None, *, timeout: float = INSTALL_TIMEOUT) -> None:
+        self._uv = uv if uv is not None else default_uv()
+        if self._uv is not None and not self._uv.is_file():
+            self._uv = None
+        self._timeout = timeout
+
+    def prepare(
+        self, req: EnvironmentRequest, *, task_dir: Path, cache_dir: Path, console: Console
+    ) -> PreparedEnvironment:
+        started = time.monotonic()
+        try:
+            installer = self._installer(req, task_dir, cache_dir, console)
+            interp = locate_interpreter(req.python, uv=self._uv)
+            console.info(f"python {interp.version} ({interp.path})")
+            reqs = _requirements(req, installer, console)
+            python = installer.create(interp, task_dir.absolute() / VENV_DIR)
+            cache_hit = False
+            if reqs:
+                key = resolution_key(
+                    interp.version, reqs.text, platform_tag(), installer.name, installer.env
+                )
+                pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
+                cache_hit = _install(installer, python, reqs, pinned, console)
+            frozen = installer.freeze(python)
+        except OSError as exc:  # disk full, permissions: the task cannot run here
+            raise StageError(f"could not create the environment: {exc}", stage=STAGE) from exc
+        seconds = time.monotonic() - started
+        count = count_frozen(frozen)
+        how = " (cache hit)" if cache_hit else ""
+        console.info(
+            f"environment: python {interp.version}, {count} packages, ready in {seconds:.1f} s{how}"
+        )
+        log.info(
+            "environment.ready",
+            python=interp.version,
+            packages=count,
+            cache_hit=cache_hit,
+            seconds=seconds,
+            installer=installer.name,
+        )
+        return PreparedEnvironment(
+            venv=task_dir.absolute() / VENV_DIR,
+            python=python,
+            python_version=interp.version,
+            frozen=frozen,
+            packages=count,
+            cache_hit=cache_hit,
+            seconds=seconds,
+        )
+
+    def _installer(
+        self, req: EnvironmentRequest, task_dir: Path, cache_dir: Path, console: Console
+    ) -> _Installer:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        base = installer_env(req.extra_env)
+        if req.package_manager not in {"uv", "pip"}:
+            raise StageError(
+                f"package manager {req.package_manager!r} is not supported (use uv or pip)",
+                stage=STAGE,
+            )
+        if req.package_manager == "uv" and self._uv is not None:
+            return _Uv(self._uv, base, task_dir, cache_dir.absolute() / UV_CACHE, self._timeout)
+        if req.package_manager == "uv":
+            console.info("uv is not available on this agent: using virtualenv and pip")
+        return _Pip(base, task_dir, cache_dir.absolute() / PIP_CACHE, self._timeout)
+
+
+def installer_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The installers' environment: the agent's, scrubbed, plus the request's extras."""
+    env = {k: v for k, v in os.environ.items() if k not in _INSTALLER_SCRUB}
+    env.update(extra)
+    env.update({"NO_COLOR": "1", "UV_NO_PROGRESS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    # Trust the system CA store (where a corporate CA lives); SSL_CERT_FILE still wins.
+    env.setdefault("UV_NATIVE_TLS", "1")
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # interpreters come from locate_interpreter
+    return env
+
+
+def _requirements(req: EnvironmentRequest, installer: _Installer, console: Console) -> Requirements:
+    """The task's requirements, else the checkout's uv.lock / requirements.txt, filtered."""
+    if req.requirements.strip():
+        reqs = filter_requirements(req.requirements)
+        origin = "the task"
+    else:
+        text, origin = _from_source(req.source_root, installer, console)
+        reqs = filter_requirements(text, base_dir=req.source_root) if text else Requirements(())
+    for line, why in reqs.skipped:
+        console.info(f"requirements: skipping {line!r}: {why}")
+    if reqs:
+        console.info(f"requirements: {reqs.packages} from {origin}")
+    else:
+        console.info("requirements: none")
+    return reqs
+
+
+def _from_source(root: Path | None, installer: _Installer, console: Console) -> tuple[str, str]:
+    if root is None:
+        return "", ""
+    if (root / "uv.lock").is_file() and isinstance(installer, _Uv):
+        text = installer.export_lock(root, console)
+        if text is not None:
+            return text, "uv.lock"
+    requirements_txt = root / "requirements.txt"
+    if requirements_txt.is_file():
+        try:
+            return requirements_txt.read_text(encoding="utf-8"), "requirements.txt"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StageError(
+                f"requirements failed: cannot read requirements.txt: {exc}", stage=STAGE
+            ) from exc
+    return "", ""
+
+
+def _install(
+    installer: _Installer, python: Path, reqs: Requirements, pinned: Path, console: Console
+) -> bool:
+    """Install pinned from the resolution cache if there; else resolve, install, cache. Hit?"""
+    if _fresh(pinned):
+        try:
+            installer.install_pinned(python, pinned)
+            return True
+        except StageError as exc:
+            console.info(f"cached resolution did not install ({exc.reason}); resolving again")
+            pinned.unlink(missing_ok=True)
+    started = time.monotonic()
+    resolved = installer.resolve_and_install(python, reqs)
+    pinned.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(pinned, resolved)
+    console.info(
+        f"installed {reqs.packages} requirements ({installer.name}, "
+        f"{time.monotonic() - started:.1f} s)"
+    )
+    return False
+
+
+def _fresh(pinned: Path) -> bool:
+    """A cached resolution is reused for RESOLUTION_TTL: unpinned requirements move on."""
+    try:
+        return time.time() - pinned.stat().st_mtime < RESOLUTION_TTL
+    except FileNotFoundError:
+        return False
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+# --- installers ----------------------------------------------------------------------------
+
+
+class _Installer(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    def create(self, interp: Interpreter, venv: Path) -> Path: ...
+
+    def resolve_and_install(self, python: Path, reqs: Requirements) -> str: ...
+
+    def install_pinned(self, python: Path, pinned: Path) -> None: ...
+
+    def freeze(self, python: Path) -> str: ...
+
+
+class _Uv:
+    name = "uv"
+
+    def __init__(
+        self, uv: Path, env: Mapping[str, str], task_dir: Path, cache: Path, timeout: float
+    ) -> None:
+        cache.mkdir(parents=True, exist_ok=True)
+        same_fs = cache.stat().st_dev == task_dir.stat().st_dev
+        self.env = {**env, "UV_CACHE_DIR": str(cache)}
+        self.env.setdefault("UV_LINK_MODE", "hardlink" if same_fs else "copy")
+        self._uv = str(uv)
+        self._task_dir = task_dir
+        self._timeout = timeout
+
+    def create(self, interp: Interpreter, venv: Path) -> Path:
+        _remove(venv)
+        args = ["venv", "--quiet", "--python", str(interp.path), str(venv)]
+        done = self._run(args, VENV_TIMEOUT, "creating the venv")
+        if done.returncode != 0:
+            reason = uv_error_summary(done.stderr) or _tail(done.stderr)
+            log.warning("environment.uv_venv_failed", reason=reason)
+            return _virtualenv(interp, venv, seed=False, uv_reason=reason)
+        return venv_python(venv)
+
+    def resolve_and_install(self, python: Path, reqs: Requirements) -> str:
+        source = self._task_dir / "requirements.in"
+        source.write_text(reqs.text, encoding="utf-8")
+        pinned = self._task_dir / "requirements.pinned.txt"
+        self._check(
+            [
+                "pip",
+                "compile",
+                "--quiet",
+                "--python",
+                str(python),
+                "--no-header",
+                "--no-annotate",
+                "--emit-index-url",
+                "--emit-find-links",
+                "-o",
+                str(pinned),
+                str(source),
+            ],
+            "resolving",
+        )
+        self._check(self._sync_args(python, pinned), "installing")
+        return pinned.read_text(encoding="utf-8")
+
+    def install_pinned(self, python: Path, pinned: Path) -> None:
+        args = self._sync_args(python, pinned)
+        # Everything may already be in uv's cache: try without the network first.
+        if self._run([*args, "--offline"], self._timeout, "installing").returncode == 0:
+            return
+        self._check(args, "installing")
+
+    @staticmethod
+    def _sync_args(python: Path, pinned: Path) -> list[str]:
+        return ["pip", "sync", "--quiet", "--python", str(python), str(pinned)]
+
+    def freeze(self, python: Path) -> str:
+        done = self._check(["pip", "freeze", "--python", str(python)], "freezing", FREEZE_TIMEOUT)
+        return done.stdout
+
+    def export_lock(self, root: Path, console: Console) -> str | None:
+        args = [
+            "export",
+            "--frozen",
+            "--no-hashes",
+            "--no-header",
+            "--no-emit-project",
+            "--directory",
+            str(root),
+        ]
+        done = self._run(args, self._timeout, "exporting uv.lock")
+        if done.returncode != 0:
+            why = uv_error_summary(done.stderr) or _tail(done.stderr)
+            console.info(f"requirements: uv.lock could not be exported ({why}); ignoring it")
+            return None
+        return done.stdout
+
+    def _check(
+        self, args: Sequence[str], what: str, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        done = self._run(args, timeout or self._timeout, what)
+        if done.returncode != 0:
+            reason = uv_error_summary(done.stderr) or _tail(done.stderr)
+            raise StageError(f"requirements failed: {reason}", stage=STAGE)
+        return done
+
+    def _run(
+        self, args: Sequence[str], timeout: float, what: str
+    ) -> subprocess.CompletedProcess[str]:
+        return run_installer([self._uv, *args], self.env, self._task_dir, timeout, what)
+
+
+class _Pip:
+    name = "pip"
+
+    def __init__(self, env: Mapping[str, str], task_dir: Path, cache: Path, timeout: float) -> None:
+        self.env = {**env, "PIP_CACHE_DIR": str(cache)}
+        self._task_dir = task_dir
+        self._timeout = timeout
+
+    def create(self, interp: Interpreter, venv: Path) -> Path:
+        _remove(venv)
+        return _virtualenv(interp, venv, seed=True, uv_reason="")
+
+    def resolve_and_install(self, python: Path, reqs: Requirements) -> str:
+        source = self._task_dir / "requirements.in"
+        source.write_text(reqs.text, encoding="utf-8")
+        self._pip(python, ["install", "-r", str(source)], "installing")
+        options = [line for line in reqs.lines if line.startswith("-") and " " in line]
+        options = [o for o in options if o.split(" ", 1)[0] not in {"-e", "--editable"}]
+        return "".join(f"{o}\n" for o in options) + self.freeze(python)
+
+    def install_pinned(self, python: Path, pinned: Path) -> None:
+        self._pip(python, ["install", "--no-deps", "-r", str(pinned)], "installing")
+
+    def freeze(self, python: Path) -> str:
+        done = self._pip(
+            python,
+            [
+                "freeze",
+                "--all",
+                "--exclude",
+                "pip",
+                "--exclude",
+                "setuptools",
+                "--exclude",
+                "wheel",
+            ],
+            "freezing",
+        )
+        return done.stdout
+
+    def _pip(
+        self, python: Path, args: Sequence[str], what: str
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(python), "-m", "pip", *args]
+        done = run_installer(cmd, self.env, self._task_dir, self._timeout, what)
+        if done.returncode != 0:
+            raise StageError(f"requirements failed: {_pip_reason(done.stderr)}", stage=STAGE)
+        return done
+
+
+def _virtualenv(interp: Interpreter, venv: Path, *, seed: bool, uv_reason: str) -> Path:
+    """Create ``venv`` with the virtualenv package (the fallback when uv cannot)."""
+    import virtualenv
+
+    args = [str(venv), "--python", str(interp.path), "--quiet"]
+    if not seed:
+        args.append("--no-seed")
+    try:
+        virtualenv.cli_run(args, setup_logging=False)
+    # virtualenv raises a variety of errors (RuntimeError, its own ProcessCallFailed, OSError)
+    # for an interpreter it cannot use; each one means the same thing to the task: no venv.
+    except Exception as exc:
+        why = uv_reason or str(exc) or type(exc).__name__
+        log.warning("environment.virtualenv_failed", error=str(exc))
+        raise StageError(f"could not create the environment: {why}", stage=STAGE) from exc
+    return venv_python(venv)
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def run_installer(
+    cmd: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run an installer in its own process group; kill the whole group on timeout."""
+    try:
+        proc = subprocess.Popen(
+            list(cmd),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise StageError(f"could not run {cmd[0]} ({what}): {exc}", stage=STAGE) from exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=KILL_WAIT)
+        raise StageError(
+            f"requirements failed: {what} timed out after {timeout:.0f} s", stage=STAGE
+        ) from exc
+    log.debug("environment.installer", cmd=list(cmd)[:4], returncode=proc.returncode)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _pip_reason(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    return " ".join((errors or lines)[-_PIP_TAIL_LINES:]) or "pip failed"
+
+
+def _tail(text: str) -> str:
+    return text.strip()[-_TAIL_CHARS:] or "no output"
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
