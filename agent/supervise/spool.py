@@ -1,0 +1,215 @@
+"""A task's console log on disk until the server has acknowledged it.
+
+Per task, in the spool directory:
+
+- ``<task>.jsonl``: one JSON record per line ``{"seq", "ts", "level", "msg"}``, appended with
+  one ``write(2)`` each (O_APPEND), so a crash of the agent loses at most the record being
+  written; an unterminated last line is cut off on the next open;
+- ``<task>.ack``: the byte offset up to which the server acknowledged (written atomically);
+- ``<task>.meta``: ``{"task", "worker"}`` so a later start can deliver what is left.
+
+The ``.jsonl`` file is locked (``flock``) while a shipper has it open, so a starting agent never
+re-sends the spool of a task another process is still running. Delivered spools are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+SPOOL_SUFFIX = ".jsonl"
+ACK_SUFFIX = ".ack"
+META_SUFFIX = ".meta"
+FILE_MODE = 0o600
+
+
+class SpoolError(OSError):
+    """The spool could not be written (disk full, permissions...): the task cannot keep its
+    log safe. The message names the file and the cause."""
+
+
+class SpoolBusy(SpoolError):
+    """Another process holds this task's spool open."""
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    ts: float  # seconds since the epoch, when the line was read
+    level: str
+    msg: str
+
+
+def _safe_name(task_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id) or "_"
+
+
+def _parse(line: bytes, path: Path) -> Record | None:
+    try:
+        doc = json.loads(line)
+        return Record(int(doc["seq"]), float(doc["ts"]), str(doc["level"]), str(doc["msg"]))
+    except (ValueError, KeyError, TypeError):
+        log.warning("corrupt spool record skipped", path=str(path), record=line[:200])
+        return None
+
+
+class Spool:
+    def __init__(self, directory: Path, task_id: str) -> None:
+        self.task_id = task_id
+        base = directory / _safe_name(task_id)
+        self.path = base.with_name(base.name + SPOOL_SUFFIX)
+        self.ack_path = base.with_name(base.name + ACK_SUFFIX)
+        self.meta_path = base.with_name(base.name + META_SUFFIX)
+        self._fd: int | None = None
+        self.size = 0  # bytes of complete records in the file
+        self.acked = 0  # bytes the server has acknowledged
+        self._seq = 0
+
+    # --- opening and closing ---------------------------------------------------------
+    def open(self, worker: str) -> None:
+        """Open (or resume) the spool for appending; SpoolBusy if another process has it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"log spool {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise SpoolBusy(
+                exc.errno, f"log spool {self.path} is in use by another process"
+            ) from exc
+        self._fd = fd
+        try:
+            self._recover()
+            if not self.meta_path.exists():
+                self._write_atomic(
+                    self.meta_path, json.dumps({"task": self.task_id, "worker": worker})
+                )
+        except OSError as exc:
+            self.release()
+            raise SpoolError(exc.errno, f"log spool {self.path}: {exc.strerror}") from exc
+
+    def _recover(self) -> None:
+        """Resume after a previous run: cut an unterminated tail, find the next seq and ack."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size:
+            data = self.path.read_bytes()
+            complete = data.rfind(b"\n") + 1
+            if complete != size:
+                os.ftruncate(self._fd, complete)
+                log.warning("spool tail cut", path=str(self.path), lost_bytes=size - complete)
+            self.size = complete
+            last = next(
+                (r for r in map(self._parse_line, reversed(data[:complete].splitlines())) if r),
+                None,
+            )
+            self._seq = last.seq + 1 if last else 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self.acked = min(int(self.ack_path.read_text().strip() or 0), self.size)
+
+    def _parse_line(self, line: bytes) -> Record | None:
+        return _parse(line, self.path) if line.strip() else None
+
+    def release(self) -> None:
+        """Close the file and drop the lock; the files stay for a later delivery."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def remove(self) -> None:
+        """Everything was delivered: delete the files."""
+        for path in (self.ack_path, self.meta_path, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.release()
+
+    # --- records ----------------------------------------------------------------------
+    def append(self, ts: float, level: str, msg: str) -> Record:
+        """Append one record (thread-safety is the caller's: LogShipper holds a lock)."""
+        if self._fd is None:
+            raise SpoolError(0, f"log spool {self.path} is not open")
+        record = Record(self._seq, ts, level, msg)
+        data = (
+            json.dumps(
+                {"seq": record.seq, "ts": ts, "level": level, "msg": msg}, ensure_ascii=False
+            )
+            + "\n"
+        ).encode("utf-8", errors="replace")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"log spool {self.path}: {exc.strerror}") from exc
+        if written != len(data):  # a short write on a full disk: the record is incomplete
+            raise SpoolError(28, f"log spool {self.path}: short write (disk full?)")
+        self._seq += 1
+        self.size += written
+        return record
+
+    def read(self, offset: int, max_bytes: int, max_lines: int) -> tuple[list[Record], int]:
+        """Complete records from ``offset``: at most ``max_lines`` and about ``max_bytes``
+        (one longer record is still returned whole); and the offset after them."""
+        end = self.size
+        if offset >= end:
+            return [], offset
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(min(end - offset, max_bytes))
+            if b"\n" not in data:  # one record longer than max_bytes
+                data += f.readline()
+        records: list[Record] = []
+        used = 0
+        for line in _lines(data):
+            if len(records) >= max_lines:
+                break
+            used += len(line)
+            record = self._parse_line(line)
+            if record is not None:
+                records.append(record)
+        return records, offset + used
+
+    def ack(self, offset: int) -> None:
+        """Record that the server has everything before ``offset``."""
+        self.acked = offset
+        try:
+            self._write_atomic(self.ack_path, str(offset))
+        except OSError as exc:  # only costs duplicates after a restart: say so, go on
+            log.warning("spool ack not saved", path=str(self.ack_path), error=str(exc))
+
+    @staticmethod
+    def _write_atomic(path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def _lines(data: bytes) -> Iterator[bytes]:
+    """The complete (newline-terminated) lines of ``data``, newline included."""
+    start = 0
+    while (end := data.find(b"\n", start)) != -1:
+        yield data[start : end + 1]
+        start = end + 1
+
+
+def leftover_spools(directory: Path) -> list[tuple[str, str]]:
+    """``(task id, worker)`` of every spool left in ``directory`` by an earlier run."""
+    out = []
+    for path in sorted(directory.glob(f"*{SPOOL_SUFFIX}")):
+        meta = path.with_suffix(META_SUFFIX)
+        task_id, worker = path.stem, ""
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            doc = json.loads(meta.read_text())
+            task_id, worker = str(doc["task"]), str(doc.get("worker", ""))
+        out.append((task_id, worker))
+    return out

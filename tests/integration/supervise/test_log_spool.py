@@ -1,0 +1,84 @@
+"""Spool files on a real disk: append, read back, acknowledge, resume, lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.supervise.spool import Spool, SpoolBusy, SpoolError, leftover_spools
+
+
+def test_append_read_ack_and_resume(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "task1")
+    spool.open("box:0")
+    for i in range(10):
+        spool.append(100.0 + i, "info" if i % 3 else "error", f"line {i} ✓")
+    records, offset = spool.read(0, 10**6, 4)
+    assert [r.msg for r in records] == [f"line {i} ✓" for i in range(4)]
+    assert [r.seq for r in records] == [0, 1, 2, 3]
+    spool.ack(offset)
+    spool.release()
+
+    assert leftover_spools(tmp_path) == [("task1", "box:0")]
+    again = Spool(tmp_path, "task1")
+    again.open("other")
+    assert again.acked == offset
+    rest, end = again.read(again.acked, 10**6, 100)
+    assert [r.msg for r in rest] == [f"line {i} ✓" for i in range(4, 10)]
+    assert end == again.size  # read up to the end of the file
+    assert again.append(200.0, "info", "after restart").seq == 10
+    again.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_respects_byte_limit_but_returns_a_long_record_whole(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "t")
+    spool.open("w")
+    spool.append(1.0, "info", "x" * 5000)
+    spool.append(1.0, "info", "short")
+    records, offset = spool.read(0, 100, 100)
+    assert [len(r.msg) for r in records] == [5000]
+    records, _ = spool.read(offset, 100, 100)
+    assert [r.msg for r in records] == ["short"]
+    spool.remove()
+
+
+def test_unterminated_tail_and_corrupt_records_are_skipped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "t")
+    spool.open("w")
+    spool.append(1.0, "info", "kept")
+    spool.release()
+    with spool.path.open("ab") as f:
+        f.write(b"not json\n")
+        f.write(b'{"seq": 5, "ts": 1.0, "level": "info", "msg": "half')  # crash mid-write
+    again = Spool(tmp_path, "t")
+    again.open("w")
+    records, _ = again.read(0, 10**6, 100)
+    assert [r.msg for r in records] == ["kept"]
+    assert again.path.read_bytes().endswith(b"\n")
+    again.remove()
+
+
+def test_a_spool_in_use_is_busy(tmp_path: Path) -> None:
+    first = Spool(tmp_path, "t")
+    first.open("w")
+    with pytest.raises(SpoolBusy):
+        Spool(tmp_path, "t").open("w")
+    first.release()
+    second = Spool(tmp_path, "t")
+    second.open("w")
+    second.remove()
+
+
+def test_full_disk_is_a_spool_error(tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").symlink_to("/dev/full")
+    spool = Spool(tmp_path, "t")
+    spool.open("w")
+    with pytest.raises(SpoolError) as info:
+        spool.append(1.0, "info", "x")
+    assert isinstance(info.value, OSError)
+    assert "No space left" in str(info.value) and "t.jsonl" in str(info.value)
+    spool.remove()
+    assert not os.path.lexists(tmp_path / "t.jsonl")
