@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -215,11 +215,13 @@ async def run_process(
     abort: AbortSignal | None = None,
     grace: float = 10.0,
     timeout: float | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ExitInfo:
     """Run ``argv`` to its end, its stdout (level info) and stderr (level error) into ``sink``.
 
     Raises StageError when the program cannot be started, and re-raises a sink error (e.g. the
     spool's disk is full) after ending the process. No process of the task outlives this call.
+    ``on_start(pid)`` is called once the process exists (e.g. ``TaskMonitor.attach``).
     """
     marker = new_marker()
     started = time.monotonic()
@@ -234,6 +236,8 @@ async def run_process(
     deadline = started + timeout if timeout else None
     log.info("process started", pid=proc.pid, argv=list(argv), cwd=str(cwd))
     try:
+        if on_start is not None:
+            on_start(proc.pid)
         ending = await _first_ending(proc, abort, deadline, pumps)
         if ending != EXITED:
             log.info("ending process", pid=proc.pid, why=ending, grace=grace)
