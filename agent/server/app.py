@@ -175,4 +175,6 @@ async def _handle(state: ServerState, request: Request, name: str) -> dict[str, 
         authorization=authorization,
         raw_lines=lines,
     )
+    if endpoint.inline and not state.store.write_busy():
+        return endpoint.handler(call)
     return await run_in_threadpool(endpoint.handler, call)

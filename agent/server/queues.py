@@ -89,13 +89,13 @@ def update(call: Call) -> dict[str, Any]:
     return {"updated": 1, "fields": changes}
 
 
-@endpoint("queues.get_default")
+@endpoint("queues.get_default", inline=True)
 def get_default(call: Call) -> dict[str, Any]:
     queue = queue_ops.load_default(call.store.conn())
     return {"id": queue["id"], "name": queue["name"]}
 
 
-@endpoint("queues.get_next_task")
+@endpoint("queues.get_next_task", inline=True)
 def get_next_task(call: Call) -> dict[str, Any]:
     queue_id = req_str(call.body, "queue")
     task_info = opt_bool(call.body, "get_task_info")
@@ -162,7 +162,7 @@ def move_task_backward(call: Call) -> dict[str, Any]:
     return _move(call, "backward")
 
 
-@endpoint("queues.get_num_entries")
+@endpoint("queues.get_num_entries", inline=True)
 def get_num_entries(call: Call) -> dict[str, Any]:
     queue_id = req_str(call.body, "queue")
     with call.store.read() as conn:

@@ -113,6 +113,10 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    def write_busy(self) -> bool:
+        """Is a write transaction of this process in progress (so a new one would wait)?"""
+        return self._write_lock.locked()
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several reads."""

@@ -46,22 +46,22 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
     return {"updated": 1, "fields": _fields(doc)}
 
 
-@endpoint("tasks.started")
+@endpoint("tasks.started", inline=True)
 def started(call: Call) -> dict[str, Any]:
     return {**_change(call, "started"), "started": 1}
 
 
-@endpoint("tasks.completed")
+@endpoint("tasks.completed", inline=True)
 def completed(call: Call) -> dict[str, Any]:
     return _change(call, "completed")
 
 
-@endpoint("tasks.stopped")
+@endpoint("tasks.stopped", inline=True)
 def stopped(call: Call) -> dict[str, Any]:
     return _change(call, "stopped")
 
 
-@endpoint("tasks.failed")
+@endpoint("tasks.failed", inline=True)
 def failed(call: Call) -> dict[str, Any]:
     return _change(call, "failed")
 
@@ -76,7 +76,7 @@ def close(call: Call) -> dict[str, Any]:
     return _change(call, "close")
 
 
-@endpoint("tasks.enqueue")
+@endpoint("tasks.enqueue", inline=True)
 def enqueue(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     queue_id = opt_str(call.body, "queue")
@@ -112,7 +112,7 @@ def _queue_watched(conn: sqlite3.Connection, queue_id: str) -> bool:
     return row is not None
 
 
-@endpoint("tasks.dequeue")
+@endpoint("tasks.dequeue", inline=True)
 def dequeue(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     new_status = opt_str(call.body, "new_status") or CREATED
@@ -177,7 +177,7 @@ def worker_active(conn: sqlite3.Connection, doc: dict[str, Any], config: ServerC
     return time.time() - float(row[0]) <= effective_timeout(config, float(row[1]))
 
 
-@endpoint("tasks.stop")
+@endpoint("tasks.stop", inline=True)
 def stop(call: Call) -> dict[str, Any]:
     """Ask for a stop: a task a worker is running gets status_message "stopping" (the worker
     stops it and reports ``stopped``); a task nobody runs is stopped right away."""

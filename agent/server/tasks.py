@@ -52,7 +52,7 @@ def new_task_doc(fields: dict[str, Any], user: str) -> dict[str, Any]:
     return normalize_task(doc)
 
 
-@endpoint("tasks.create")
+@endpoint("tasks.create", inline=True)
 def create(call: Call) -> dict[str, Any]:
     name = req_str(call.body, "name")
     fields = check_fields(call.body)
@@ -64,7 +64,7 @@ def create(call: Call) -> dict[str, Any]:
     return {"id": doc["id"]}
 
 
-@endpoint("tasks.get_by_id")
+@endpoint("tasks.get_by_id", inline=True)
 def get_by_id(call: Call) -> dict[str, Any]:
     return {"task": load_task(call.store.conn(), req_str(call.body, "task"))}
 
@@ -99,7 +99,7 @@ def get_all(call: Call) -> dict[str, Any]:
     return {"tasks": _select_tasks(call)}
 
 
-@endpoint("tasks.edit")
+@endpoint("tasks.edit", inline=True)
 def edit(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     force = opt_bool(call.body, "force")
@@ -193,7 +193,7 @@ def delete(call: Call) -> dict[str, Any]:
     return {"deleted": True, "events": {"deleted": events}, "updated_children": 0}
 
 
-@endpoint("tasks.set_requirements")
+@endpoint("tasks.set_requirements", inline=True)
 def set_requirements(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     requirements = opt_dict(call.body, "requirements")
@@ -209,7 +209,7 @@ def set_requirements(call: Call) -> dict[str, Any]:
     return {"updated": 1, "fields": {"script.requirements": requirements}}
 
 
-@endpoint("tasks.ping")
+@endpoint("tasks.ping", inline=True)
 def ping(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     with call.store.write() as conn:

@@ -69,7 +69,7 @@ def _upsert(conn: sqlite3.Connection, call: Call, timeout: float | None) -> dict
     return doc
 
 
-@endpoint("workers.register")
+@endpoint("workers.register", inline=True)
 def register(call: Call) -> dict[str, Any]:
     timeout = _timeout(call)
     with call.store.write() as conn:
@@ -77,7 +77,7 @@ def register(call: Call) -> dict[str, Any]:
     return {}
 
 
-@endpoint("workers.status_report")
+@endpoint("workers.status_report", inline=True)
 def status_report(call: Call) -> dict[str, Any]:
     """Refresh the worker (registering it if unknown) and the task it runs."""
     task_id = opt_str(call.body, "task")
@@ -101,7 +101,7 @@ def status_report(call: Call) -> dict[str, Any]:
     return {}
 
 
-@endpoint("workers.unregister")
+@endpoint("workers.unregister", inline=True)
 def unregister(call: Call) -> dict[str, Any]:
     worker_id = req_str(call.body, "worker")
     with call.store.write() as conn:
@@ -124,6 +124,6 @@ def get_all(call: Call) -> dict[str, Any]:
     return {"workers": out}
 
 
-@endpoint("workers.get_runtime_properties")
+@endpoint("workers.get_runtime_properties", inline=True)
 def get_runtime_properties(call: Call) -> dict[str, Any]:
     return {"runtime_properties": []}
