@@ -102,7 +102,6 @@ async def test_a_process_output_reaches_the_server(api: ApiClient, tmp_path: Pat
     assert ("error", "bad") in got
 
 
-@pytest.mark.slow
 async def test_server_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "server.db"
     spool_dir = tmp_path / "spool"
