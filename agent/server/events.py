@@ -25,6 +25,7 @@ PLOT = "plot"
 DEFAULT_BATCH = 500
 MAX_BATCH = 10_000
 MAX_SAMPLES = 5000
+_TRANSPORT_KEYS = frozenset({"method"})  # the SDK's request plumbing, not part of the event
 
 
 def _now_ms() -> int:
@@ -47,7 +48,7 @@ def _check_event(event: Any, index: int) -> dict[str, Any]:
     for key in ("task", "type"):
         if not isinstance(event.get(key), str) or not event[key]:
             raise bad_request(f"event {index}: field '{key}' is required and must be a string")
-    out = dict(event)
+    out = {k: v for k, v in event.items() if k not in _TRANSPORT_KEYS}
     out["timestamp"] = _number(event, "timestamp", index, int) or _now_ms()
     iteration = _number(event, "iter", index, int)
     if iteration is not None:

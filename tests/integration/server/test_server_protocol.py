@@ -10,9 +10,10 @@ import httpx
 import jwt
 import pytest
 
+from agent.server import registry
 from agent.server.embedded import EmbeddedServer, ServerRefused, env_lines
 from agent.server.state import Credentials
-from tests.helpers import api_call, api_raw, login, token_for
+from tests.helpers import REPO_ROOT, api_call, api_raw, login, token_for
 
 
 def _bearer(server: EmbeddedServer) -> dict[str, str]:
@@ -155,3 +156,9 @@ def test_env_lines() -> None:
         "CLEARML_API_ACCESS_KEY=K",
         "CLEARML_API_SECRET_KEY=S",
     ]
+
+
+def test_docs_list_every_endpoint() -> None:
+    docs = (REPO_ROOT / "docs" / "server.md").read_text()
+    missing = [name for name in registry.names() if f"`{name}`" not in docs]
+    assert missing == []
