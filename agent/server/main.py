@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -50,7 +55,30 @@ def serve(
         print(f"  {line}", flush=True)
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        with _signals_end_serving():
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
         state.store.close()
+    print("Conveyor control plane stopped", flush=True)
+
+
+@contextmanager
+def _signals_end_serving() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever
+    handler was installed before it: this one only notes it, so ``serve`` returns normally
+    (database closed, exit status 0) instead of dying by the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)  # a handler only records; uvicorn did the shutdown already
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
