@@ -97,9 +97,11 @@ def parse_body(
             single = json.loads(text)
         except json.JSONDecodeError:
             return {}, _json_lines(text)
-        return (
-            (single, ()) if isinstance(single, dict) and "requests" in single else ({}, (single,))
-        )
+        if isinstance(single, list):
+            return {}, tuple(single)
+        if isinstance(single, dict) and "requests" in single:
+            return single, ()
+        return {}, (single,)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

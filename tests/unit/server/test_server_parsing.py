@@ -22,8 +22,9 @@ def test_parse_json_lines_for_add_batch() -> None:
     assert lines == ({"a": 1},)
     body, lines = parse_body(b'{"requests": []}', "application/json", "events.add_batch")
     assert body == {"requests": []}
-    body, lines = parse_body(b'[{"a": 1}]', "application/json", "events.add_batch")
-    assert lines == ({"a": 1},)
+    for content_type in ("application/json", "application/json-lines"):
+        body, lines = parse_body(b'[{"a": 1}]', content_type, "events.add_batch")
+        assert lines == ({"a": 1},)
 
 
 @pytest.mark.parametrize(
