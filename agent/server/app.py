@@ -2,6 +2,8 @@
 
 HTTP status always equals ``meta.result_code``. Unknown endpoints are 404, refused requests
 400/401 with a subcode and a message; only a bug in a handler yields a 500 (and is logged).
+The loop only reads the request and routes it; authentication, parsing, the handler and
+encoding run together in a worker thread (or inline, for the short endpoints).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,8 +36,8 @@ from agent.server import (  # noqa: F401
     tasks,
     workers,
 )
-from agent.server.errors import MALFORMED_BODY, ApiError, bad_request, not_found
-from agent.server.registry import Call, Identity, lookup
+from agent.server.errors import MALFORMED_BODY, ApiError, bad_request
+from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
 from agent.server.watchdog import Watchdog
 
@@ -47,9 +50,10 @@ _WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
 _JSON_LINES_ENDPOINTS = frozenset({"events.add_batch"})
 
 
-def envelope(
+def encode(
     code: int, data: Mapping[str, Any] | None, endpoint: str = "", subcode: int = 0, msg: str = "OK"
-) -> Response:
+) -> bytes:
+    """The envelope as JSON bytes."""
     body = {
         "meta": {
             "id": uuid.uuid4().hex,
@@ -62,9 +66,20 @@ def envelope(
         },
         "data": dict(data) if data is not None else {},
     }
-    return Response(
-        json.dumps(body, separators=(",", ":")), status_code=code, media_type="application/json"
-    )
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    content: bytes
+
+    @staticmethod
+    def of(code: int, data: Mapping[str, Any] | None, endpoint: str = "", **meta: Any) -> Reply:
+        return Reply(code, encode(code, data, endpoint, **meta))
+
+    def response(self) -> Response:
+        return Response(self.content, status_code=self.code, media_type="application/json")
 
 
 def _json_lines(text: str) -> tuple[Any, ...]:
@@ -122,6 +137,45 @@ def _worker(request: Request) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """What a handler needs from the HTTP request, read on the event loop."""
+
+    name: str
+    raw: bytes
+    content_type: str
+    query: Mapping[str, str]
+    authorization: str
+    worker: str
+
+
+def process(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
+    """Authenticate, parse, run the handler, encode: the whole request, on whichever thread."""
+    name = incoming.name
+    try:
+        identity: Identity | None = None
+        if not endpoint.public:
+            identity = auth.authenticate(state, incoming.authorization)
+        body, lines = parse_body(incoming.raw, incoming.content_type, name)
+        for key, value in incoming.query.items():
+            body.setdefault(key, value)
+        call = Call(
+            endpoint=name,
+            body=body,
+            state=state,
+            identity=identity,
+            worker=incoming.worker,
+            authorization=incoming.authorization,
+            raw_lines=lines,
+        )
+        return Reply.of(200, endpoint.handler(call), name)
+    except ApiError as exc:
+        return Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
+    except Exception as exc:  # a bug in a handler: log it, answer an envelope, keep serving
+        log.exception("request_failed", endpoint=name)
+        return Reply.of(500, None, name, msg=f"internal error: {type(exc).__name__}: {exc}")
+
+
 def create_app(
     state: ServerState, *, watchdog: bool = True, on_ready: Callable[[], None] | None = None
 ) -> Starlette:
@@ -130,15 +184,24 @@ def create_app(
     async def dispatch(request: Request) -> Response:
         match = _PATH.match(request.url.path)
         if match is None:
-            return envelope(404, None, msg=f"unknown endpoint {request.url.path!r}")
+            return Reply.of(404, None, msg=f"unknown endpoint {request.url.path!r}").response()
         name = f"{match['service']}.{match['action']}"
-        try:
-            return envelope(200, await _handle(state, request, name), name)
-        except ApiError as exc:
-            return envelope(exc.code, None, name, exc.subcode, exc.msg)
-        except Exception as exc:  # a bug in a handler: log it, answer an envelope, keep serving
-            log.exception("request_failed", endpoint=name)
-            return envelope(500, None, name, 0, f"internal error: {type(exc).__name__}: {exc}")
+        endpoint = lookup(name)
+        if endpoint is None:
+            msg = f"unknown endpoint {name!r} (not supported by this server)"
+            return Reply.of(404, None, name, msg=msg).response()
+        incoming = Incoming(
+            name=name,
+            raw=await request.body(),
+            content_type=request.headers.get("content-type", ""),
+            query=dict(request.query_params),
+            authorization=request.headers.get("authorization", ""),
+            worker=_worker(request),
+        )
+        if endpoint.inline and not state.store.write_busy():
+            return process(state, endpoint, incoming).response()
+        reply = await run_in_threadpool(process, state, endpoint, incoming)
+        return reply.response()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -155,28 +218,3 @@ def create_app(
 
     routes = [Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-async def _handle(state: ServerState, request: Request, name: str) -> dict[str, Any]:
-    endpoint = lookup(name)
-    if endpoint is None:
-        raise not_found(f"unknown endpoint {name!r} (not supported by this server)")
-    authorization = request.headers.get("authorization", "")
-    identity: Identity | None = None
-    if not endpoint.public:
-        identity = auth.authenticate(state, authorization)
-    body, lines = parse_body(await request.body(), request.headers.get("content-type", ""), name)
-    for key, value in request.query_params.items():
-        body.setdefault(key, value)
-    call = Call(
-        endpoint=name,
-        body=body,
-        state=state,
-        identity=identity,
-        worker=_worker(request),
-        authorization=authorization,
-        raw_lines=lines,
-    )
-    if endpoint.inline and not state.store.write_busy():
-        return endpoint.handler(call)
-    return await run_in_threadpool(endpoint.handler, call)
