@@ -1,10 +1,115 @@
-"""The ``conveyor`` command line."""
+"""The ``conveyor`` command line: thin commands over settings, service and the API client.
+
+Exit codes (agent/cli_support.py): 0 success; 1 failure (the task failed, the server refused,
+the agent could not run); 2 usage (bad flags or settings); 3 no server reachable or configured.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
+
+from agent import __version__
+from agent.cli_support import EXIT_FAILURE, access, run, settings_from
+from agent.commands import COMMANDS
+from agent.connect import ConnectError
 
 
 @click.group()
-def main() -> None:
+@click.version_option(__version__, prog_name="conveyor")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Agent config file (TOML). Default: $CONVEYOR_CONFIG or the user config dir.",
+)
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
     """Conveyor: a worker agent for ML task queues (ClearML protocol)."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8008, show_default=True, type=int)
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.pass_context
+def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
+    """Run the embedded control plane (SQLite) in the foreground."""
+    from agent.server.main import serve
+
+    settings = settings_from(ctx)
+    serve(host, port, db or settings.data_dir / "server.db")
+
+
+@main.command()
+@click.argument("more_queues", nargs=-1, metavar="[QUEUE]...")
+@click.option("--queue", "queues", multiple=True, help="Queue name, in priority order.")
+@click.option("--order-fairness", is_flag=True, default=None, help="Round-robin the queues.")
+@click.option("--slots", type=int, default=None, help="Tasks run concurrently.")
+@click.option("--gpus", default=None, help="none | all | 0,1")
+@click.option("--api-host", default=None, help="Server URL; empty: embedded control plane.")
+@click.option("--worker-id", default=None)
+@click.pass_context
+def daemon(
+    ctx: click.Context,
+    more_queues: tuple[str, ...],
+    queues: tuple[str, ...],
+    order_fairness: bool | None,
+    slots: int | None,
+    gpus: str | None,
+    api_host: str | None,
+    worker_id: str | None,
+) -> None:
+    """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
+    from agent.service import control_plane, run_daemon
+
+    names = (*queues, *more_queues)
+    settings = settings_from(
+        ctx,
+        queues=names or None,
+        order_fairness=order_fairness,
+        slots=slots,
+        gpus=gpus,
+        api_host=api_host,
+        worker_id=worker_id,
+    )
+    try:
+        with control_plane(settings) as server_access:
+            code = run(lambda: run_daemon(settings, server_access))
+    except ConnectError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(int(code))
+
+
+@main.command()
+@click.option("--id", "task_id", required=True, help="Task id.")
+@click.pass_context
+def execute(ctx: click.Context, task_id: str) -> None:
+    """Run one task in the foreground with the daemon's pipeline."""
+    from agent.pipeline.report import Status
+    from agent.service import execute_one
+
+    settings = settings_from(ctx)
+    server_access = access(settings)
+    outcome = run(lambda: execute_one(settings, server_access, task_id))
+    click.echo(
+        f"task {task_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
+    )
+    sys.exit(0 if outcome.status is Status.COMPLETED else EXIT_FAILURE)
+
+
+@main.command("config")
+@click.pass_context
+def show_config(ctx: click.Context) -> None:
+    """Print the effective settings (secrets masked)."""
+    settings = settings_from(ctx)
+    click.echo(json.dumps(settings.masked(), indent=2, default=str))
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

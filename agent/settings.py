@@ -45,6 +45,8 @@ class Settings:
     files_host: str = ""
     access_key: str = ""
     secret_key: str = ""
+    # The embedded control plane (used when api_host is empty): its port; 0 picks a free one.
+    embedded_port: int = 8008
     # --- worker --------------------------------------------------------------------------
     worker_id: str = ""  # empty: "<hostname>:conveyor"
     queues: tuple[str, ...] = ()  # empty: the server's default queue
@@ -53,7 +55,7 @@ class Settings:
     gpus: str = "none"  # "none", "all" or a comma list "0,1"
     # --- polling and lifecycle (seconds) -------------------------------------------------
     poll_min_interval: float = 0.05
-    poll_max_interval: float = 2.0
+    poll_max_interval: float = 0.5  # idle back-off ceiling: bounds pickup latency
     heartbeat_interval: float = 10.0
     abort_poll_interval: float = 1.0
     drain_timeout: float = 3600.0  # first SIGTERM: how long running tasks may finish
@@ -62,6 +64,11 @@ class Settings:
     # --- directories ---------------------------------------------------------------------
     data_dir: Path = field(default_factory=_default_data_dir)
     cache_dir: Path = field(default_factory=_default_cache_dir)
+    # --- source ------------------------------------------------------------------------
+    # Credentials for private https repositories, handed to git through a temporary
+    # GIT_ASKPASS (never in URLs, logs or the task record).
+    git_user: str = ""
+    git_pass: str = ""
     # --- environments --------------------------------------------------------------------
     python: str = ""  # interpreter when the task names none; empty: the agent's own major.minor
     package_manager: str = "uv"  # "uv" or "pip"
@@ -95,7 +102,7 @@ class Settings:
     def masked(self) -> dict[str, Any]:
         """The effective settings as a plain dict, secrets masked (for ``conveyor config``)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("secret_key",):
+        for name in ("secret_key", "git_pass"):
             if out[name]:
                 out[name] = "****"
         out["extra_env"] = {k: "****" for k in self.extra_env}
@@ -112,6 +119,8 @@ _CLEARML_ENV = {
     "CLEARML_API_ACCESS_KEY": "access_key",
     "CLEARML_API_SECRET_KEY": "secret_key",
     "CLEARML_WORKER_ID": "worker_id",
+    "CLEARML_AGENT_GIT_USER": "git_user",
+    "CLEARML_AGENT_GIT_PASS": "git_pass",
 }
 
 

@@ -1,0 +1,261 @@
+"""The daemon: register, poll the queues, claim, run tasks in slots, heartbeat, drain, exit.
+
+Shutdown order (first signal, then second):
+1. SIGTERM/SIGINT #1 sets ``stopping``: no new claims; running tasks finish (drain) for up to
+   ``drain_timeout`` seconds, after which they are aborted as on a second signal.
+2. SIGTERM/SIGINT #2 sets ``shutdown``: every running task's abort watch trips with
+   "agent shutdown"; each task is terminated (grace, then kill), reported ``stopped``.
+3. Side loops are cancelled, each slot's worker is unregistered, the client is closed.
+The signal handlers only set these flags (see ``_on_signal``): everything else happens here, in
+the loop, where it can be awaited and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agent.api.client import ApiClient
+from agent.api.errors import ApiError, InvalidStateError
+from agent.pipeline.plan import allocate_gpus
+from agent.pipeline.report import Outcome
+from agent.settings import Settings
+from agent.supervise.metrics import MachineSampler
+
+log = structlog.get_logger()
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1  # the agent could not start or lost its server for good
+    USAGE = 2  # bad settings or arguments
+
+
+# Runs one task to its end and reports it; built by the CLI from pipeline.run.
+TaskRunner = Callable[["Slot", str, asyncio.Event], Coroutine[None, None, Outcome]]
+
+
+def next_poll_delay(previous: float, found_work: bool, minimum: float, maximum: float) -> float:
+    """Adaptive polling (pure): no wait while work is found, then doubling up to ``maximum``."""
+    if found_work:
+        return 0.0
+    return min(maximum, max(minimum, previous * 2))
+
+
+def queue_order(queue_ids: Sequence[str], fairness: bool, turn: int) -> list[str]:
+    """Strict priority (first queue first, always), or round-robin starting at ``turn``."""
+    if not fairness or not queue_ids:
+        return list(queue_ids)
+    start = turn % len(queue_ids)
+    return [*queue_ids[start:], *queue_ids[:start]]
+
+
+@dataclass
+class Slot:
+    """One concurrent task runner; with several slots each is its own worker on the server."""
+
+    index: int
+    worker_id: str
+    gpus: tuple[int, ...]
+    task_id: str | None = None
+    queue_id: str | None = None
+    job: asyncio.Task[Outcome] | None = field(default=None, repr=False)
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.done()
+
+
+def make_slots(settings: Settings, gpu_count: int) -> list[Slot]:
+    base = settings.effective_worker_id
+    gpu_sets = allocate_gpus(settings.gpus, gpu_count, settings.slots)
+    if settings.slots == 1:
+        return [Slot(0, base, gpu_sets[0])]
+    return [Slot(i, f"{base}:{i}", gpu_sets[i]) for i in range(settings.slots)]
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        api: ApiClient,
+        runner: TaskRunner,
+        *,
+        gpu_count: int = 0,
+        sampler: MachineSampler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.runner = runner
+        self.slots = make_slots(settings, gpu_count)
+        self.sampler = sampler or MachineSampler()
+        self.stopping = asyncio.Event()  # first signal: stop claiming, drain
+        self.shutdown = asyncio.Event()  # second signal or drain timeout: abort running tasks
+        self.queue_ids: list[str] = []
+        self._signals = 0
+        self._turn = 0
+
+    # --- the story --------------------------------------------------------------------
+    async def run(self) -> ExitCode:
+        self.queue_ids = await self._resolve_queues()
+        await self._register()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        log.info("agent ready", worker=self.settings.effective_worker_id, queues=self.queue_ids)
+        try:
+            await self._serve()
+            await self._drain()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._unregister()
+        return ExitCode.OK
+
+    async def _serve(self) -> None:
+        delay = 0.0
+        while not self.stopping.is_set():
+            slot = await self._free_slot()
+            if slot is None:
+                return
+            claimed = await self._claim(slot)
+            delay = next_poll_delay(
+                delay,
+                claimed,
+                self.settings.poll_min_interval,
+                self.settings.poll_max_interval,
+            )
+            if delay:
+                await self._wait(self.stopping, delay)
+
+    # --- claiming ---------------------------------------------------------------------
+    async def _claim(self, slot: Slot) -> bool:
+        """Pop the next task from the queues in order and start it in ``slot``."""
+        order = queue_order(self.queue_ids, self.settings.order_fairness, self._turn)
+        self._turn += 1
+        for queue_id in order:
+            try:
+                task_id = await self.api.get_next_task(queue_id)
+            except ApiError as exc:
+                log.warning("claim failed", queue=queue_id, error=str(exc))
+                continue
+            if task_id is None:
+                continue
+            if await self._mark_started(slot, task_id):
+                self._start(slot, task_id, queue_id)
+                return True
+        return False
+
+    async def _mark_started(self, slot: Slot, task_id: str) -> bool:
+        try:
+            await self.api.started(task_id)
+        except InvalidStateError as exc:
+            # Aborted or reset between the pop and the claim: not ours to run.
+            log.info("claimed task not startable, skipped", task_id=task_id, error=str(exc))
+            return False
+        await self._report(slot, task_id)
+        return True
+
+    def _start(self, slot: Slot, task_id: str, queue_id: str) -> None:
+        slot.task_id, slot.queue_id = task_id, queue_id
+        log.info("task claimed", task_id=task_id, queue=queue_id, slot=slot.index)
+        slot.job = asyncio.create_task(
+            self.runner(slot, task_id, self.shutdown), name=f"task:{task_id}"
+        )
+        slot.job.add_done_callback(functools.partial(self._finished, slot))
+
+    def _finished(self, slot: Slot, job: asyncio.Task[Outcome]) -> None:
+        if not job.cancelled() and job.exception() is not None:
+            log.error("task runner crashed", task_id=slot.task_id, error=repr(job.exception()))
+        slot.task_id = slot.queue_id = None
+
+    async def _free_slot(self) -> Slot | None:
+        """The first idle slot; waits while all are busy. None once stopping."""
+        while not self.stopping.is_set():
+            for slot in self.slots:
+                if not slot.busy:
+                    return slot
+            waits: list[asyncio.Future[Any]] = [s.job for s in self.slots if s.job is not None]
+            stop = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+        return None
+
+    # --- shutdown ---------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        # Only flags: the loop does the work where it can be awaited (huey's rule).
+        self._signals += 1
+        self.stopping.set()
+        if self._signals >= 2:
+            self.shutdown.set()
+
+    async def _drain(self) -> None:
+        jobs = [s.job for s in self.slots if s.job is not None and not s.job.done()]
+        if not jobs:
+            return
+        log.info("draining", tasks=[s.task_id for s in self.slots if s.busy])
+        done_waiting: asyncio.Future[Any] = asyncio.gather(*jobs, return_exceptions=True)
+        shutdown: asyncio.Future[Any] = asyncio.ensure_future(self.shutdown.wait())
+        await asyncio.wait(
+            [done_waiting, shutdown],
+            timeout=self.settings.drain_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        self.shutdown.set()  # drain over (or cut short): abort what is left
+        shutdown.cancel()
+        await done_waiting
+
+    # --- the server's view of us ------------------------------------------------------
+    async def _resolve_queues(self) -> list[str]:
+        if not self.settings.queues:
+            return [await self.api.default_queue_id()]
+        return [await self.api.queue_id(name) for name in self.settings.queues]
+
+    async def _register(self) -> None:
+        for slot in self.slots:
+            await self.api.register_worker(slot.worker_id, self.queue_ids)
+
+    async def _unregister(self) -> None:
+        for slot in self.slots:
+            try:
+                await self.api.unregister_worker(slot.worker_id)
+            except ApiError as exc:
+                log.warning("unregister failed", worker=slot.worker_id, error=str(exc))
+
+    async def _report(self, slot: Slot, task_id: str | None) -> None:
+        try:
+            await self.api.status_report(
+                slot.worker_id,
+                queues=self.queue_ids,
+                task=task_id,
+                queue=slot.queue_id,
+                machine_stats=self.sampler.sample(),
+            )
+        except ApiError as exc:
+            log.warning("status report failed", worker=slot.worker_id, error=str(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            for slot in self.slots:
+                await self._report(slot, slot.task_id)
+                if slot.task_id is not None:
+                    with contextlib.suppress(ApiError):
+                        await self.api.ping(slot.task_id)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)

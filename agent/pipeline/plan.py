@@ -1,0 +1,216 @@
+"""Planning: a pure function from what the task records to what the agent will do.
+
+``make_plan(task, settings, host, gpus)`` touches no disk, process or server: every decision
+(which revision, which interpreter, which requirements, which argv and environment, which GPUs)
+is a value that unit tests check directly. The stages carry the plan out.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.api.models import TaskSpec
+from agent.pipeline.environment import EnvironmentRequest
+from agent.pipeline.errors import StageError
+from agent.pipeline.source import SourceRequest
+from agent.settings import Settings
+
+# Variables of the agent's own environment that must never reach a task: they would point the
+# task's SDK at a stale parent task or leak the agent's configuration.
+_SCRUBBED_PREFIXES = ("CONVEYOR_", "CLEARML_", "TRAINS_")
+_SCRUBBED_NAMES = frozenset({"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the planner needs to know about the machine, gathered once by the daemon."""
+
+    hostname: str
+    gpu_count: int = 0
+    agent_python: str = "3.11"  # major.minor of the agent's interpreter: the default for tasks
+
+
+@dataclass(frozen=True)
+class ServerAccess:
+    """How a task's own SDK reaches the control plane (the agent passes this on)."""
+
+    api_host: str
+    web_host: str
+    files_host: str
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    task_id: str
+    task_dir: Path
+    source: SourceRequest
+    environment: EnvironmentRequest
+    entry: str  # script path relative to working_dir, or a module name when ``module``
+    entry_args: tuple[str, ...]  # arguments after the entry point
+    module: bool  # entry point is "-m package.module"
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the scrubbed agent env
+    gpus: tuple[int, ...] = ()
+    timeout: float | None = None
+    grace: float = 10.0
+
+    def argv(self, python: Path, entry_point: Path | str) -> list[str]:
+        """The command line, once the environment and source stages know the paths."""
+        if self.module:
+            return [str(python), "-u", "-m", str(entry_point), *self.entry_args]
+        return [str(python), "-u", str(entry_point), *self.entry_args]
+
+
+def make_plan(
+    task: TaskSpec,
+    settings: Settings,
+    host: HostFacts,
+    server: ServerAccess,
+    gpus: Sequence[int] = (),
+) -> Plan:
+    """Decide everything about running ``task``; raise StageError for what cannot be run."""
+    script = task.script
+    entry, module, entry_args = split_entry_point(script.entry_point)
+    if not script.repository and not script.is_literal_script:
+        raise StageError("task has no repository and no script: nothing to run", stage="plan")
+    if not entry and not script.is_literal_script:
+        raise StageError("task has no entry point (script.entry_point is empty)", stage="plan")
+    task_dir = settings.work_root / task.id
+    source = SourceRequest(
+        repository=script.repository,
+        commit=script.version_num,
+        branch=script.branch,
+        tag=script.tag,
+        diff=script.diff,
+        entry_point=entry if not module else "",
+        working_dir=script.working_dir or ".",
+    )
+    environment = EnvironmentRequest(
+        python=script.binary or settings.python or host.agent_python,
+        requirements=script.requirements_pip,
+        source_root=None,
+        package_manager=settings.package_manager,
+        extra_env=installer_env(settings),
+    )
+    return Plan(
+        task_id=task.id,
+        task_dir=task_dir,
+        source=source,
+        environment=environment,
+        entry=entry,
+        entry_args=entry_args,
+        module=module,
+        env=task_env(task, settings, server, gpus),
+        gpus=tuple(gpus),
+        timeout=settings.task_timeout or None,
+        grace=settings.abort_grace,
+    )
+
+
+def split_entry_point(entry_point: str) -> tuple[str, bool, tuple[str, ...]]:
+    """``"train.py --x 1"`` → ``("train.py", False, ("--x", "1"))``; ``"-m pkg.mod"`` → module."""
+    try:
+        parts = shlex.split(entry_point.strip())
+    except ValueError as exc:
+        raise StageError(
+            f"entry point {entry_point!r} cannot be parsed: {exc}", stage="plan"
+        ) from exc
+    if not parts:
+        return "", False, ()
+    if parts[0] == "-m":
+        if len(parts) < 2:
+            raise StageError("entry point '-m' names no module", stage="plan")
+        return parts[1], True, tuple(parts[2:])
+    return parts[0], False, tuple(parts[1:])
+
+
+def installer_env(settings: Settings) -> dict[str, str]:
+    """Environment for installers (uv/pip): the operator's extra CA bundle, if any."""
+    if not settings.extra_ca_bundle:
+        return {}
+    bundle = settings.extra_ca_bundle
+    return {
+        "SSL_CERT_FILE": bundle,
+        "REQUESTS_CA_BUNDLE": bundle,
+        "PIP_CERT": bundle,
+        "CURL_CA_BUNDLE": bundle,
+    }
+
+
+def sdk_env(task_id: str, server: ServerAccess, worker_id: str) -> dict[str, str]:
+    """What the clearml SDK inside the task needs to attach to its task (protocol doc)."""
+    return {
+        "CLEARML_TASK_ID": task_id,
+        "CLEARML_API_HOST": server.api_host,
+        "CLEARML_WEB_HOST": server.web_host or server.api_host,
+        "CLEARML_FILES_HOST": server.files_host or server.api_host,
+        "CLEARML_API_ACCESS_KEY": server.access_key,
+        "CLEARML_API_SECRET_KEY": server.secret_key,
+        "CLEARML_WORKER_ID": worker_id,
+        "CLEARML_LOG_TASK_TO_BACKEND": "0",
+        "CONVEYOR_TASK_ID": task_id,
+    }
+
+
+def gpu_env(gpus: Sequence[int]) -> dict[str, str]:
+    visible = ",".join(str(g) for g in gpus) if gpus else ""
+    return {
+        "CUDA_VISIBLE_DEVICES": visible,
+        "NVIDIA_VISIBLE_DEVICES": visible or "none",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+
+
+def task_env(
+    task: TaskSpec, settings: Settings, server: ServerAccess, gpus: Sequence[int]
+) -> dict[str, str]:
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
+    env.update(installer_env(settings))
+    env.update(settings.extra_env)
+    if task.output_destination:
+        env["CONVEYOR_OUTPUT_URI"] = task.output_destination
+    env.update(gpu_env(gpus))
+    env.update(sdk_env(task.id, server, settings.effective_worker_id))
+    return env
+
+
+def scrub_agent_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment minus what must not leak into a task."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES
+    }
+
+
+def valid_env_name(name: str) -> bool:
+    return bool(_ENV_NAME.match(name))
+
+
+def allocate_gpus(request: str, gpu_count: int, slots: int) -> list[tuple[int, ...]]:
+    """Split the GPUs an operator gave the agent among its slots, one tuple per slot.
+
+    ``"none"`` → no GPUs for any slot; ``"all"`` → every visible GPU; ``"0,1"`` → those.
+    GPUs are divided as evenly as possible, in order; with fewer GPUs than slots, the
+    GPU-less slots get an empty tuple (they still run CPU tasks).
+    """
+    request = request.strip()
+    if request == "none":
+        chosen: list[int] = []
+    elif request == "all":
+        chosen = list(range(gpu_count))
+    else:
+        chosen = [int(p) for p in request.split(",") if p.strip()]
+    per_slot = max(1, len(chosen) // slots) if chosen else 0
+    out: list[tuple[int, ...]] = []
+    for i in range(slots):
+        out.append(tuple(chosen[i * per_slot : (i + 1) * per_slot]) if per_slot else ())
+    if chosen and slots == 1:
+        out[0] = tuple(chosen)
+    return out

@@ -1,0 +1,59 @@
+"""The end of a task: an honest final status with a reason a user can act on."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import structlog
+
+from agent.api.client import ApiClient
+from agent.api.errors import ApiError
+
+log = structlog.get_logger()
+
+
+class Status(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+# Reasons the agent gives for a stop; the daemon and the abort watch use these names.
+ABORTED_BY_USER = "aborted by user"
+AGENT_SHUTDOWN = "agent shutdown"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    reason: str = ""
+
+    @classmethod
+    def completed(cls) -> Outcome:
+        return cls(Status.COMPLETED)
+
+    @classmethod
+    def failed(cls, reason: str) -> Outcome:
+        return cls(Status.FAILED, reason)
+
+    @classmethod
+    def stopped(cls, reason: str) -> Outcome:
+        return cls(Status.STOPPED, reason)
+
+
+async def report(api: ApiClient, task_id: str, outcome: Outcome) -> bool:
+    """Send the final status. Returns False if the server refused it (logged, not raised):
+    e.g. a user reset the task meanwhile, which the agent must not fight."""
+    try:
+        if outcome.status is Status.COMPLETED:
+            await api.completed(task_id)
+        elif outcome.status is Status.STOPPED:
+            await api.stopped(task_id, outcome.reason)
+        else:
+            await api.failed(task_id, outcome.reason)
+    except ApiError as exc:
+        log.warning("final status refused", task_id=task_id, status=outcome.status, error=str(exc))
+        return False
+    log.info("task finished", task_id=task_id, status=str(outcome.status), reason=outcome.reason)
+    return True

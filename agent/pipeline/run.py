@@ -1,0 +1,207 @@
+"""The story of one task: plan → source → environment → supervise → report.
+
+Every stage writes what it does into the task's console ("source: … (cache hit)"), fails with a
+``StageError`` whose reason becomes the task's ``status_reason``, and checks the abort watch
+between steps. Whatever happens, the task ends with an honest final status and every console
+line is delivered (or left in the spool for the next start when the server is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import structlog
+
+from agent.api.client import ApiClient
+from agent.api.errors import ApiError
+from agent.api.models import TaskDocumentError, TaskSpec
+from agent.pipeline.abort import AbortWatch
+from agent.pipeline.environment import Environment, PreparedEnvironment
+from agent.pipeline.errors import StageError
+from agent.pipeline.plan import HostFacts, Plan, ServerAccess, make_plan, scrub_agent_env
+from agent.pipeline.report import Outcome, report
+from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
+from agent.settings import Settings
+from agent.supervise.logs import LogShipper, TaskConsole
+from agent.supervise.process import ExitInfo, describe, run_process
+
+log = structlog.get_logger()
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Aborted(Exception):
+    """The abort watch tripped while a stage was running."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task run shares; built once by the daemon (or ``conveyor execute``)."""
+
+    settings: Settings
+    api: ApiClient  # finite retries: status calls
+    shipping_api: ApiClient  # retries forever: log delivery
+    host: HostFacts
+    server: ServerAccess
+    environment: Environment
+    keep_work_dir: bool = False
+
+
+async def run_task(
+    ctx: TaskContext, task_id: str, worker_id: str, gpus: tuple[int, ...], shutdown: asyncio.Event
+) -> Outcome:
+    """Run a claimed task to its end and report it. Never raises for a task's own failure."""
+    structlog.contextvars.bind_contextvars(task_id=task_id)
+    shipper = LogShipper(ctx.shipping_api, task_id, worker_id, ctx.settings.spool_dir)
+    console = TaskConsole(shipper)
+    try:
+        async with shipper:
+            watch = AbortWatch(ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval)
+            async with watch:
+                outcome = await _run_stages(ctx, task_id, gpus, console, shipper, watch)
+            console.info(_final_line(outcome))
+    except OSError as exc:  # the spool could not be written (disk full...): still report
+        outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
+        log.error("spool failure", error=str(exc))
+    await report(ctx.api, task_id, outcome)
+    _clean_up(ctx, task_id)
+    structlog.contextvars.unbind_contextvars("task_id")
+    return outcome
+
+
+async def _run_stages(
+    ctx: TaskContext,
+    task_id: str,
+    gpus: tuple[int, ...],
+    console: TaskConsole,
+    shipper: LogShipper,
+    watch: AbortWatch,
+) -> Outcome:
+    try:
+        spec = await ctx.api.get_task(task_id)
+        plan = make_plan(spec, ctx.settings, ctx.host, ctx.server, gpus)
+        console.info(f"task {spec.name!r} ({task_id}) on {ctx.host.hostname}, gpus: {_gpus(gpus)}")
+        source = await _stage(watch, _prepare_source, ctx, plan, console)
+        env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
+        await _record(ctx.api, spec, source, env)
+        exit_info = await _supervise(plan, source, env, console, shipper, watch)
+        return judge(exit_info)
+    except TaskDocumentError as exc:
+        console.error(f"malformed task document: {exc}")
+        return Outcome.failed(f"malformed task document: {exc}")
+    except StageError as exc:
+        console.error(exc.reason)
+        return Outcome.failed(exc.reason)
+    except Aborted:
+        return Outcome.stopped(watch.reason or "aborted")
+
+
+async def _stage(watch: AbortWatch, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a blocking stage in a thread; give up waiting for it if the task is aborted."""
+    if watch.tripped:
+        raise Aborted
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    abort = asyncio.ensure_future(watch.event.wait())
+    await asyncio.wait([work, abort], return_when=asyncio.FIRST_COMPLETED)
+    abort.cancel()
+    if not work.done():
+        # Threads cannot be cancelled: the stage finishes in the background and its result is
+        # discarded; its files are removed with the task's work dir.
+        raise Aborted
+    return work.result()
+
+
+def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> SourceResult:
+    settings = ctx.settings
+    credentials = (
+        GitCredentials(settings.git_user, settings.git_pass) if settings.git_pass else None
+    )
+    return prepare_source(
+        plan.source,
+        task_dir=plan.task_dir,
+        mirror_root=settings.cache_dir / "git",
+        console=console,
+        credentials=credentials,
+    )
+
+
+def _prepare_environment(
+    ctx: TaskContext, plan: Plan, source: SourceResult, console: TaskConsole
+) -> PreparedEnvironment:
+    request = dataclasses.replace(plan.environment, source_root=source.root)
+    return ctx.environment.prepare(
+        request, task_dir=plan.task_dir, cache_dir=ctx.settings.cache_dir, console=console
+    )
+
+
+async def _record(
+    api: ApiClient, spec: TaskSpec, source: SourceResult, env: PreparedEnvironment
+) -> None:
+    """Tell the server what was actually used: frozen requirements, resolved commit."""
+    try:
+        await api.set_requirements(spec.id, env.frozen, spec.script.requirements_pip)
+        if source.commit and not spec.script.version_num:
+            await api.edit_task(spec.id, {"script": {"version_num": source.commit}})
+    except ApiError as exc:
+        log.warning("could not record the environment on the task", error=str(exc))
+
+
+async def _supervise(
+    plan: Plan,
+    source: SourceResult,
+    env: PreparedEnvironment,
+    console: TaskConsole,
+    shipper: LogShipper,
+    watch: AbortWatch,
+) -> ExitInfo:
+    if watch.tripped:
+        raise Aborted
+    entry: Path | str = plan.entry if plan.module else source.entry_point
+    argv = plan.argv(env.python, entry)
+    process_env = {**scrub_agent_env(os.environ), **plan.env}
+    process_env["PATH"] = f"{env.venv / 'bin'}{os.pathsep}{process_env.get('PATH', '')}"
+    process_env["VIRTUAL_ENV"] = str(env.venv)
+    console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
+    started = time.monotonic()
+    exit_info = await run_process(
+        argv,
+        cwd=source.cwd,
+        env=process_env,
+        sink=shipper,
+        abort=watch,
+        grace=plan.grace,
+        timeout=plan.timeout,
+    )
+    console.info(f"process ended after {time.monotonic() - started:.1f} s: {describe(exit_info)}")
+    return exit_info
+
+
+def judge(exit_info: ExitInfo) -> Outcome:
+    """Pure: the task's final status from how its process ended."""
+    if exit_info.aborted:
+        return Outcome.stopped(exit_info.aborted)
+    if exit_info.returncode == 0 and not exit_info.timed_out:
+        return Outcome.completed()
+    return Outcome.failed(describe(exit_info))
+
+
+def _final_line(outcome: Outcome) -> str:
+    return f"task {outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")
+
+
+def _gpus(gpus: tuple[int, ...]) -> str:
+    return ",".join(map(str, gpus)) if gpus else "none"
+
+
+def _clean_up(ctx: TaskContext, task_id: str) -> None:
+    if ctx.keep_work_dir:
+        return
+    shutil.rmtree(ctx.settings.work_root / task_id, ignore_errors=True)

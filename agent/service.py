@@ -1,0 +1,116 @@
+"""Wiring: from Settings to a running daemon (or one foreground task), embedded server included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from agent.api.client import ApiClient
+from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
+from agent.daemon import Daemon, ExitCode, Slot
+from agent.pipeline.environment import VenvEnvironment
+from agent.pipeline.plan import HostFacts, ServerAccess
+from agent.pipeline.report import Outcome
+from agent.pipeline.run import TaskContext, run_task
+from agent.server.embedded import EmbeddedServer
+from agent.settings import Settings
+from agent.supervise.logs import deliver_leftover_spools
+from agent.supervise.metrics import gpu_count
+
+log = structlog.get_logger()
+
+
+def host_facts() -> HostFacts:
+    return HostFacts(
+        hostname=socket.gethostname(),
+        gpu_count=gpu_count(),
+        agent_python=f"{sys.version_info.major}.{sys.version_info.minor}",
+    )
+
+
+@contextlib.contextmanager
+def control_plane(settings: Settings) -> Iterator[ServerAccess]:
+    """The configured server, or the embedded one started here for the duration."""
+    if not settings.embedded:
+        yield resolve_access(settings)
+        return
+    server = EmbeddedServer(settings.data_dir / "server.db", port=settings.embedded_port)
+    server.start()
+    access = ServerAccess(
+        api_host=server.url,
+        web_host=server.url,
+        files_host=server.url,
+        access_key=server.credentials.access_key,
+        secret_key=server.credentials.secret_key,
+    )
+    write_embedded_state(settings, access)
+    log.info("embedded control plane started", url=server.url, db=str(settings.data_dir))
+    try:
+        yield access
+    finally:
+        remove_embedded_state(settings)
+        server.stop()
+
+
+@dataclass
+class Clients:
+    api: ApiClient
+    shipping: ApiClient
+
+
+@contextlib.asynccontextmanager
+async def clients(settings: Settings, access: ServerAccess) -> AsyncIterator[Clients]:
+    api = ApiClient(
+        access.api_host,
+        access.access_key,
+        access.secret_key,
+        worker_id=settings.effective_worker_id,
+    )
+    try:
+        yield Clients(api=api, shipping=api.with_retry_for(None))
+    finally:
+        await api.aclose()
+
+
+def task_context(settings: Settings, access: ServerAccess, c: Clients) -> TaskContext:
+    return TaskContext(
+        settings=settings,
+        api=c.api,
+        shipping_api=c.shipping,
+        host=host_facts(),
+        server=access,
+        environment=VenvEnvironment(),
+    )
+
+
+async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
+    async with clients(settings, access) as c:
+        ctx = task_context(settings, access, c)
+        await deliver_leftover_spools(settings.spool_dir, c.shipping)
+
+        async def runner(slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
+            return await run_task(ctx, task_id, slot.worker_id, slot.gpus, shutdown)
+
+        daemon = Daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
+        daemon.install_signal_handlers()
+        return await daemon.run()
+
+
+async def execute_one(settings: Settings, access: ServerAccess, task_id: str) -> Outcome:
+    """``conveyor execute --id T``: the same pipeline, one task, in the foreground."""
+    async with clients(settings, access) as c:
+        ctx = task_context(settings, access, c)
+        await c.api.started(task_id, message="started by conveyor execute")
+        shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown.set)
+        return await run_task(ctx, task_id, settings.effective_worker_id, (), shutdown)
