@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +179,7 @@ def _data(response: httpx.Response, endpoint: str) -> dict[str, Any]:
     return parse_envelope(response.status_code, response.content, endpoint)
 
 
-def _log_retry(endpoint: str) -> Any:
+def _log_retry(endpoint: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0

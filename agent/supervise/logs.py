@@ -31,8 +31,9 @@ from agent.supervise.spool import Record, Spool, SpoolBusy, SpoolError, leftover
 
 log = structlog.get_logger()
 
-BATCH_BYTES = 512 * 1024  # spool bytes per add_batch request
-BATCH_LINES = 500
+BATCH_BYTES = 512 * 1024  # spool bytes per add_batch request (about)
+BATCH_LINES = 500  # this many unsent lines wake the sender before the time limit
+MAX_REQUEST_LINES = 5000  # a backlog goes out in requests of up to this many lines
 FLUSH_INTERVAL_S = 0.5  # a line waits at most about this long before it is sent
 MAX_EVENT_CHARS = 64 * 1024
 RETRY_INITIAL_S = 0.5  # when the client itself gives up (a finite retry budget)
@@ -106,6 +107,7 @@ class LogShipper:
         self._overflow: list[Record] | None = None  # lines kept in memory after a disk error
         self._overflow_sent = 0
         self._unsent_lines = 0
+        self._wake_asked = False
         self._last_ms = 0
         self._stalled = False  # the server refuses our credentials: keep the spool for later
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,7 +126,6 @@ class LogShipper:
                 log.debug("console line after close dropped", task_id=self.task_id)
                 return
             self._unsent_lines += 1
-            wake = self._unsent_lines >= BATCH_LINES
             if self._overflow is not None:
                 self._overflow.append(Record(-1, ts, level, line))
             else:
@@ -134,8 +135,13 @@ class LogShipper:
                 except SpoolError:
                     self._overflow = [Record(-1, ts, level, line)]
                     raise
-                wake = wake or self._spool.size - self._spool.acked >= BATCH_BYTES
-        if wake:
+            full = (
+                self._unsent_lines >= BATCH_LINES
+                or self._spool.size - self._spool.acked >= BATCH_BYTES
+            )
+            wake = full and not self._wake_asked
+            self._wake_asked = self._wake_asked or wake
+        if wake:  # once per sender pass: waking is a syscall (the loop's self-pipe)
             self._wake_sender()
 
     def _ensure_open(self) -> None:
@@ -221,8 +227,8 @@ class LogShipper:
     async def _send_available(self) -> None:
         while not self._stalled:
             with self._lock:
-                self._unsent_lines = 0
-            records, offset = self._spool.read(self._spool.acked, BATCH_BYTES, BATCH_LINES)
+                self._unsent_lines, self._wake_asked = 0, False
+            records, offset = self._spool.read(self._spool.acked, BATCH_BYTES, MAX_REQUEST_LINES)
             from_memory = 0
             if not records:
                 records = self._overflow_batch()
@@ -241,7 +247,7 @@ class LogShipper:
         with self._lock:
             if self._overflow is None:
                 return []
-            return self._overflow[self._overflow_sent : self._overflow_sent + BATCH_LINES]
+            return self._overflow[self._overflow_sent : self._overflow_sent + MAX_REQUEST_LINES]
 
     async def _deliver(self, records: Sequence[Record]) -> bool:
         """Send until accepted; False when the server refuses our credentials (stall)."""

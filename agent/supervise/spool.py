@@ -2,7 +2,7 @@
 
 Per task, in the spool directory:
 
-- ``<task>.jsonl``: one JSON record per line ``{"seq", "ts", "level", "msg"}``, appended with
+- ``<task>.jsonl``: one JSON record per line ``[seq, ts, level, msg]``, appended with
   one ``write(2)`` each (O_APPEND), so a crash of the agent loses at most the record being
   written; an unterminated last line is cut off on the next open;
 - ``<task>.ack``: the byte offset up to which the server acknowledged (written atomically);
@@ -53,11 +53,16 @@ def _safe_name(task_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id) or "_"
 
 
+# Built once: json.dumps(..., ensure_ascii=False) would build a new encoder for every line.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
+
+
 def _parse(line: bytes, path: Path) -> Record | None:
     try:
-        doc = json.loads(line)
-        return Record(int(doc["seq"]), float(doc["ts"]), str(doc["level"]), str(doc["msg"]))
-    except (ValueError, KeyError, TypeError):
+        seq, ts, level, msg = _decode(line.decode("utf-8", errors="replace"))
+        return Record(int(seq), float(ts), str(level), str(msg))
+    except (ValueError, TypeError):
         log.warning("corrupt spool record skipped", path=str(path), record=line[:200])
         return None
 
@@ -141,12 +146,7 @@ class Spool:
         if self._fd is None:
             raise SpoolError(0, f"log spool {self.path} is not open")
         record = Record(self._seq, ts, level, msg)
-        data = (
-            json.dumps(
-                {"seq": record.seq, "ts": ts, "level": level, "msg": msg}, ensure_ascii=False
-            )
-            + "\n"
-        ).encode("utf-8", errors="replace")
+        data = (_encode([record.seq, ts, level, msg]) + "\n").encode("utf-8", errors="replace")
         try:
             written = os.write(self._fd, data)
         except OSError as exc:

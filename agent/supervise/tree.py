@@ -103,13 +103,16 @@ class ProcessTree:
         return [p for p in self._snapshot() if _alive(p)]
 
     def signal_all(self, sig: signal.Signals) -> int:
-        """Send ``sig`` to the process group and every live member; how many were signalled."""
+        """Send ``sig`` once to every live process of the task: the group with ``killpg``, the
+        ones that left it one by one (a second SIGTERM could hit a process in its clean-up
+        handler, or after Python restored the default action on exit). How many there were."""
         procs = self.alive()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
         for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) != self.pid:
+                    proc.send_signal(sig)
         return len(procs)
 
     async def wait_gone(self, deadline: float) -> bool:

@@ -52,7 +52,7 @@ def test_unterminated_tail_and_corrupt_records_are_skipped(tmp_path: Path) -> No
     spool.release()
     with spool.path.open("ab") as f:
         f.write(b"not json\n")
-        f.write(b'{"seq": 5, "ts": 1.0, "level": "info", "msg": "half')  # crash mid-write
+        f.write(b'[5, 1.0, "info", "half')  # the agent crashed mid-write
     again = Spool(tmp_path, "t")
     again.open("w")
     records, _ = again.read(0, 10**6, 100)
