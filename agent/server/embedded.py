@@ -21,10 +21,18 @@ from agent.server.app import create_app
 from agent.server.bootstrap import open_state
 from agent.server.state import Credentials, ServerConfig, ServerState
 
-__all__ = ["Credentials", "EmbeddedServer", "ServerRefused", "env_lines", "is_loopback"]
+__all__ = [
+    "Credentials",
+    "EmbeddedServer",
+    "ServerRefused",
+    "default_files_host",
+    "env_lines",
+    "is_loopback",
+]
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+FILES_DIRNAME = "files"
 
 
 class ServerRefused(RuntimeError):
@@ -54,6 +62,14 @@ def url_for(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def default_files_host(db_path: Path) -> str:
+    """A ``file://`` files host next to the database (created): the SDK writes artifacts and
+    models there itself, so a single box needs no file server. Other machines need it shared."""
+    files = Path(db_path).resolve().parent / FILES_DIRNAME
+    files.mkdir(parents=True, exist_ok=True)
+    return files.as_uri()
 
 
 def env_lines(url: str, creds: Credentials, files_host: str = "") -> list[str]:

@@ -14,7 +14,13 @@ import uvicorn
 
 from agent.server.app import create_app
 from agent.server.bootstrap import open_state
-from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
+from agent.server.embedded import (
+    bind_socket,
+    check_bind,
+    default_files_host,
+    env_lines,
+    url_for,
+)
 from agent.server.state import Credentials, ServerConfig
 from agent.settings import Settings
 
@@ -38,9 +44,11 @@ def serve(
     *,
     credentials: Credentials | None = None,
     worker_timeout: float | None = None,
+    files_host: str = "",
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM); prints the CLEARML_* lines to paste.
 
+    ``files_host`` defaults to a ``file://`` directory next to the database.
     Raises ``ServerRefused`` for a non-loopback ``host`` without explicit ``credentials``.
     """
     check_bind(host, credentials)
@@ -51,7 +59,7 @@ def serve(
     url = _public_url(host, int(sock.getsockname()[1]))
     print(f"Conveyor control plane listening on {url} (database {db_path})", flush=True)
     print("Set these in the environment of ClearML SDK users and agents:", flush=True)
-    for line in env_lines(url, state.credentials):
+    for line in env_lines(url, state.credentials, files_host or default_files_host(db_path)):
         print(f"  {line}", flush=True)
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
     try:

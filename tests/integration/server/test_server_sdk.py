@@ -24,6 +24,7 @@ logger = task.get_logger()
 for i in range(5):
     logger.report_scalar("loss", "train", value=1.0 / (i + 1), iteration=i)
 params = task.connect({"lr": 0.25, "layers": 3})
+task.upload_artifact("stats", artifact_object={"accuracy": 0.5}, wait_on_upload=True)
 for n in range(3):
     print(f"console line {n}")
 print("RESULT " + json.dumps({"id": task.id, "lr": params["lr"]}))
@@ -98,6 +99,9 @@ def test_task_init_script_then_sdk_client(server: EmbeddedServer) -> None:
         assert isinstance(task[field], dict), field
     assert task["script"]["entry_point"] == "sdk_script.py"
     assert task["hyperparams"]["General"]["lr"]["value"] == "0.25"
+    [artifact] = [a for a in task["execution"]["artifacts"] if a["key"] == "stats"]
+    assert artifact["uri"].startswith("file://")
+    assert Path(artifact["uri"].removeprefix("file://")).is_file()
 
     client = result_of(run_sdk(CLIENT.format(task_id=train["id"]), sdk_env(server)))
     assert client["status"] == "completed"
