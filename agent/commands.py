@@ -39,6 +39,7 @@ def _fail(message: str) -> None:
 @click.option("--requirements", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--python", default="", help="Interpreter, e.g. 3.10 (default: this one's).")
 @click.option("--docker", "docker_image", default="", help="Base image to run the task in.")
+@click.option("--script-only", is_flag=True, help="Send the script's text, not its git checkout.")
 @click.pass_context
 def enqueue(
     ctx: click.Context,
@@ -50,6 +51,7 @@ def enqueue(
     requirements: Path | None,
     python: str,
     docker_image: str,
+    script_only: bool,
 ) -> None:
     """Create a task from a local script (in a git checkout or not) and enqueue it.
 
@@ -61,7 +63,7 @@ def enqueue(
     try:
         sub = describe_script(
             script, args, requirements=requirements, python=python,
-            docker_image=docker_image, name=name,
+            docker_image=docker_image, name=name, script_only=script_only,
         )  # fmt: skip
     except SubmitError as exc:
         _fail(str(exc))

@@ -1,5 +1,8 @@
 """Describing local work as a task, the SDK-free way to submit (``conveyor enqueue``).
 
+``script_only`` sends the script text alone even from inside a checkout: for a self-contained
+script whose repository the agent cannot reach.
+
 A script inside a git checkout becomes repository + commit + uncommitted diff + entry point
 (relative to its working dir); a script outside any checkout becomes a literal-script task (the
 script text travels in ``script.diff``). Requirements come from ``--requirements`` or a
@@ -35,6 +38,7 @@ def describe_script(
     python: str = "",
     docker_image: str = "",
     name: str = "",
+    script_only: bool = False,
 ) -> Submission:
     path = path.resolve()
     if not path.is_file():
@@ -42,7 +46,7 @@ def describe_script(
     binary = python or f"python{sys.version_info.major}.{sys.version_info.minor}"
     entry = " ".join([path.name, *args]) if args else path.name
     script: dict[str, Any] = {"binary": binary}
-    repo = _repo_of(path)
+    repo = None if script_only else _repo_of(path)
     if repo is None:
         script.update(diff=path.read_text(), entry_point=entry, working_dir=".")
         reqs_file = requirements or _first_existing(path.parent / "requirements.txt")

@@ -460,6 +460,12 @@ def _apply_diff(root: Path, diff: str, env: Mapping[str, str]) -> None:
         return
     except git.GitCommandError as exc:
         first = _first_error(exc, env)
+    # The clearml SDK's Task.create adds its Task.init call as a hunk with no context lines
+    # ("@@ -0,0 +1,4 @@"), which git apply refuses unless told to accept such hunks.
+    with contextlib.suppress(git.GitCommandError):
+        _git_out(root, "apply", "--unidiff-zero", "--whitespace=nowarn", strip, str(patch), env=env)
+        log.info("source.diff_unidiff_zero", first_attempt=first)
+        return
     try:
         _git_out(root, "apply", "--3way", "--whitespace=nowarn", strip, str(patch), env=env)
     except git.GitCommandError as exc:
