@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -172,8 +173,18 @@ def process(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply
     except ApiError as exc:
         return Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
     except Exception as exc:  # a bug in a handler: log it, answer an envelope, keep serving
+        if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+            # Another process held the database past busy_timeout: transient; clients retry
+            # 503 with backoff.
+            log.warning("database_busy", endpoint=name, error=str(exc))
+            return Reply.of(503, None, name, msg=f"database busy, retry: {exc}")
         log.exception("request_failed", endpoint=name)
         return Reply.of(500, None, name, msg=f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def create_app(

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.server.embedded import EmbeddedServer
 from agent.server.schema import MIGRATIONS
 from agent.server.store import Store, StoreError
+from tests.helpers import api_raw, token_for
 
 
 def test_migrations_versioned_and_idempotent(tmp_path: Path) -> None:
@@ -56,3 +58,21 @@ def test_queue_pop_plan_is_an_index_seek(tmp_path: Path) -> None:
     assert "SEARCH queue_entries USING PRIMARY KEY (queue=?)" in details
     assert "TEMP B-TREE" not in details  # no sort: the index order is the queue order
     store.close()
+
+
+def test_database_held_by_another_process_is_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.server.store.BUSY_TIMEOUT_MS", 200)
+    with EmbeddedServer(tmp_path / "s.db") as server:
+        token = token_for(server)  # before the lock: login itself only reads
+        other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            response = api_raw(server, "tasks.create", {"name": "x"}, token=token)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert response.status_code == 503
+        assert "database busy" in response.json()["meta"]["result_msg"]
+        assert api_raw(server, "tasks.create", {"name": "x"}).status_code == 200
