@@ -161,6 +161,16 @@ class LogShipper:
             self._ensure_open()
         self._loop = asyncio.get_running_loop()
         self._sender = asyncio.create_task(self._send_loop(), name=f"log-shipper:{self.task_id}")
+        self._sender.add_done_callback(self._sender_ended)
+
+    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+        """Say at once when the side task dies; lines keep going to the spool meanwhile."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "log shipper died; lines stay in the spool",
+                task_id=self.task_id,
+                error=repr(task.exception()),
+            )
 
     async def __aenter__(self) -> LogShipper:
         await self.start()
@@ -190,11 +200,8 @@ class LogShipper:
             await asyncio.gather(self._sender, return_exceptions=True)
             log.warning("log delivery incomplete at close; spool kept", task_id=self.task_id)
             return self._finish(delivered=False)
-        if self._sender.exception() is not None:
-            log.error(
-                "log shipper failed", task_id=self.task_id, error=repr(self._sender.exception())
-            )
-            return self._finish(delivered=False)
+        if self._sender.cancelled() or self._sender.exception() is not None:
+            return self._finish(delivered=False)  # already logged by _sender_ended
         return self._finish(delivered=not self._stalled and self._all_sent())
 
     def _finish(self, delivered: bool) -> bool:

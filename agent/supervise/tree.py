@@ -52,16 +52,29 @@ class ProcessTree:
         self._known: dict[int, psutil.Process] = {}
         self._lock = threading.Lock()  # sample() also runs in a worker thread
         self.peak_rss = 0  # bytes, the largest sampled total RSS of the tree
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error):  # a very short process may be gone already
             self._known[pid] = psutil.Process(pid)
 
     def sample(self) -> None:
-        """Remember the current descendants and account their memory."""
+        """Remember the current descendants, forget the dead, account the tree's memory.
+
+        One pass over the process table (pid → parent), then a walk down from every live
+        known process: processes orphaned since the last sample are still walked from.
+        """
+        children: dict[int, list[psutil.Process]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            children.setdefault(proc.info["ppid"], []).append(proc)
+        live = [p for p in self._snapshot() if _alive(p)]
+        frontier = [p.pid for p in live]
         found: list[psutil.Process] = []
-        for proc in self._snapshot():
-            with contextlib.suppress(psutil.Error):
-                found.extend(proc.children(recursive=True))
-        self._remember(found)
+        while frontier:
+            for child in children.get(frontier.pop(), []):
+                found.append(child)
+                frontier.append(child.pid)
+        with self._lock:
+            self._known = {p.pid: p for p in live} | {
+                p.pid: self._known.get(p.pid, p) for p in found
+            }
         rss = 0
         for proc in self._snapshot():
             with contextlib.suppress(psutil.Error):

@@ -324,3 +324,11 @@ async def test_sink_failure_ends_the_process_and_is_raised(tmp_path: Path) -> No
             grace=1.0,
         )
     assert time.monotonic() - started < WAIT
+
+
+async def test_processes_that_end_at_once(tmp_path: Path) -> None:
+    for _ in range(20):
+        exit_info = await run_process(
+            ["/bin/true"], cwd=tmp_path, env=dict(os.environ), sink=RecordingSink()
+        )
+        assert exit_info.returncode == 0 and exit_info.leftovers == 0
