@@ -107,7 +107,7 @@ class Daemon:
     async def run(self) -> ExitCode:
         self.queue_ids = await self._resolve_queues()
         await self._register()
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        heartbeat = asyncio.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
         log.info("agent ready", worker=self.settings.effective_worker_id, queues=self.queue_ids)
         try:
             await self._serve()
@@ -245,6 +245,17 @@ class Daemon:
             )
         except ApiError as exc:
             log.warning("status report failed", worker=slot.worker_id, error=str(exc))
+
+    async def _side_loop(self, name: str, loop: Callable[[], Coroutine[None, None, None]]) -> None:
+        """Run a side loop forever; if it dies, say so and start it again after a pause."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any crash of a side loop is reported
+                log.error("side loop died, restarting", loop=name, error=repr(exc))
+                await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _heartbeat_loop(self) -> None:
         while True:

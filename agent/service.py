@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -92,14 +93,25 @@ def task_context(settings: Settings, access: ServerAccess, c: Clients) -> TaskCo
 async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
     async with clients(settings, access) as c:
         ctx = task_context(settings, access, c)
-        await deliver_leftover_spools(settings.spool_dir, c.shipping)
+        # Console lines an earlier run could not deliver (server down, agent killed) go out in
+        # the background: they must not delay serving, and they wait for the server if needed.
+        leftovers = asyncio.create_task(
+            deliver_leftover_spools(settings.spool_dir, c.shipping), name="leftover-spools"
+        )
 
         async def runner(slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
             return await run_task(ctx, task_id, slot.worker_id, slot.gpus, shutdown)
 
         daemon = Daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
         daemon.install_signal_handlers()
-        return await daemon.run()
+        try:
+            return await daemon.run()
+        finally:
+            if not leftovers.done():
+                log.warning("leftover console lines not yet delivered; kept for the next start")
+            leftovers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leftovers
 
 
 async def execute_one(settings: Settings, access: ServerAccess, task_id: str) -> Outcome:
@@ -109,8 +121,6 @@ async def execute_one(settings: Settings, access: ServerAccess, task_id: str) ->
         await c.api.started(task_id, message="started by conveyor execute")
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
         return await run_task(ctx, task_id, settings.effective_worker_id, (), shutdown)

@@ -31,6 +31,7 @@ from agent.pipeline.report import Outcome, report
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
 from agent.settings import Settings
 from agent.supervise.logs import LogShipper, TaskConsole
+from agent.supervise.metrics import TaskMonitor
 from agent.supervise.process import ExitInfo, describe, run_process
 
 log = structlog.get_logger()
@@ -92,7 +93,7 @@ async def _run_stages(
         source = await _stage(watch, _prepare_source, ctx, plan, console)
         env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
         await _record(ctx.api, spec, source, env)
-        exit_info = await _supervise(plan, source, env, console, shipper, watch)
+        exit_info = await _supervise(ctx.api, plan, source, env, console, shipper, watch)
         return judge(exit_info)
     except TaskDocumentError as exc:
         console.error(f"malformed task document: {exc}")
@@ -155,6 +156,7 @@ async def _record(
 
 
 async def _supervise(
+    api: ApiClient,
     plan: Plan,
     source: SourceResult,
     env: PreparedEnvironment,
@@ -171,15 +173,17 @@ async def _supervise(
     process_env["VIRTUAL_ENV"] = str(env.venv)
     console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
     started = time.monotonic()
-    exit_info = await run_process(
-        argv,
-        cwd=source.cwd,
-        env=process_env,
-        sink=shipper,
-        abort=watch,
-        grace=plan.grace,
-        timeout=plan.timeout,
-    )
+    async with TaskMonitor(api, plan.task_id) as monitor:
+        exit_info = await run_process(
+            argv,
+            cwd=source.cwd,
+            env=process_env,
+            sink=shipper,
+            abort=watch,
+            grace=plan.grace,
+            timeout=plan.timeout,
+            on_start=monitor.attach,
+        )
     console.info(f"process ended after {time.monotonic() - started:.1f} s: {describe(exit_info)}")
     return exit_info
 

@@ -93,32 +93,36 @@ def console_text(server: EmbeddedServer, task_id: str) -> str:
     return "\n".join(str(e.get("msg", "")) for e in data["events"])
 
 
-def start_agent(
-    server: EmbeddedServer, data_dir: Path, cache: Path, queue: str, *extra: str,
-    env: dict[str, str] | None = None,
-) -> Agent:  # fmt: skip
-    api_call(server, "queues.create", {"name": queue})
-    log_path = data_dir / "agent.log"
+def agent_env(server: EmbeddedServer, data_dir: Path, cache: Path, name: str) -> dict[str, str]:
+    """The environment of a `conveyor` process pointed at ``server``, isolated dirs."""
     data_dir.mkdir(parents=True, exist_ok=True)
     creds = server.credentials
-    agent_env = {
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "CONVEYOR_"))},
         "CONVEYOR_API_HOST": server.url,
         "CONVEYOR_ACCESS_KEY": creds.access_key,
         "CONVEYOR_SECRET_KEY": creds.secret_key,
         "CONVEYOR_DATA_DIR": str(data_dir),
         "CONVEYOR_CACHE_DIR": str(cache),
-        "CONVEYOR_WORKER_ID": f"test-agent-{queue}",
+        "CONVEYOR_WORKER_ID": f"test-agent-{name}",
         "CONVEYOR_LOG_FORMAT": "json",
         "CONVEYOR_CONFIG": "",
         "CONVEYOR_ABORT_POLL_INTERVAL": "0.2",
         "CONVEYOR_ABORT_GRACE": "2",
-        **(env or {}),
     }
+
+
+def start_agent(
+    server: EmbeddedServer, data_dir: Path, cache: Path, queue: str, *extra: str,
+    env: dict[str, str] | None = None,
+) -> Agent:  # fmt: skip
+    api_call(server, "queues.create", {"name": queue})
+    log_path = data_dir / "agent.log"
+    agent_env_vars = {**agent_env(server, data_dir, cache, queue), **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [str(CONVEYOR), "daemon", "--queue", queue, *extra],
-            env=agent_env, stdout=log_file, stderr=subprocess.STDOUT,
+            env=agent_env_vars, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
     agent = Agent(process, log_path, server, queue)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import pytest
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import api_call
 from tests.integration.daemon.support import (
+    CONVEYOR,
     Agent,
     Repo,
+    agent_env,
     console_text,
     create_task,
     task_doc,
@@ -186,3 +189,26 @@ def test_first_sigterm_drains_second_aborts(
     assert doc["status"] == "stopped"
     assert doc["status_reason"] == "agent shutdown"
     assert agent2.wait(60) == 0
+
+
+def test_execute_runs_one_task_in_the_foreground(
+    embedded_server: EmbeddedServer, tmp_path: Path, agent_cache: Path
+) -> None:
+    task_id = api_call(
+        embedded_server,
+        "tasks.create",
+        {
+            "name": "fg",
+            "type": "training",
+            "script": {"diff": "print('fg ok')\n", "entry_point": "f.py"},
+        },
+    )["id"]
+    env = agent_env(embedded_server, tmp_path / "fg", agent_cache, "fg")
+    done = subprocess.run(
+        [str(CONVEYOR), "execute", "--id", task_id], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"task {task_id}: completed" in done.stdout
+    assert task_doc(embedded_server, task_id)["status"] == "completed"
+    assert "fg ok" in console_text(embedded_server, task_id)
