@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -63,23 +64,35 @@ def valid_regex(pattern: str) -> bool:
     return _compile(pattern) is not None
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the base class cannot)."""
+
+
 class Store:
-    """The database of one server. Thread-safe: each thread gets its own connection."""
+    """The database of one server. Thread-safe: each thread gets its own connection.
+
+    Connections are held by the thread (``threading.local``) and only weakly by the store:
+    when a pool thread ends, its connection is closed with it; ``close`` closes the rest.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._closed = False
         self._migrate()
 
     # --- connections ---------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1e3,
+            factory=_Connection,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -97,7 +110,7 @@ class Store:
             conn = self._connect()
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     @contextmanager
@@ -130,7 +143,7 @@ class Store:
     def close(self) -> None:
         self._closed = True
         with self._all_lock:
-            for conn in self._all:
+            for conn in list(self._all):
                 conn.close()
             self._all.clear()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,14 @@ def test_database_held_by_another_process_is_503(
         assert response.status_code == 503
         assert "database busy" in response.json()["meta"]["result_msg"]
         assert api_raw(server, "tasks.create", {"name": "x"}).status_code == 200
+
+
+def test_connections_of_finished_threads_are_released(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    threads = [threading.Thread(target=lambda: store.conn().execute("SELECT 1")) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(store._all) == 1  # only this thread's (the one that ran the migrations)
+    store.close()
