@@ -161,7 +161,11 @@ class EmbeddedServer:
         if self._thread is not None:
             raise RuntimeError("server already started")
         self._state = open_state(self._config)
-        self._socket = bind_socket(self._host, self._port)
+        try:
+            self._socket = bind_socket(self._host, self._port)
+        except OSError:
+            self._state.store.close()
+            raise
         self._bound_port = int(self._socket.getsockname()[1])
         app = create_app(self._state, on_ready=self._on_ready)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

@@ -162,3 +162,10 @@ def test_docs_list_every_endpoint() -> None:
     docs = (REPO_ROOT / "docs" / "server.md").read_text()
     missing = [name for name in registry.names() if f"`{name}`" not in docs]
     assert missing == []
+
+
+def test_port_in_use_fails_start_cleanly(embedded_server: EmbeddedServer, tmp_path: Path) -> None:
+    taken = EmbeddedServer(tmp_path / "other.db", port=embedded_server.port)
+    with pytest.raises(OSError):
+        taken.start()
+    assert api_call(embedded_server, "queues.get_default")["name"] == "default"
