@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from agent.server import lifecycle, queue_ops
-from agent.server.errors import INVALID_TASK_STATUS, TASK_ALREADY_QUEUED, ApiError
+from agent.server.errors import INVALID_TASK_STATUS, TASK_ALREADY_QUEUED, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_str, req_str
 from agent.server.lifecycle import CREATED, IN_PROGRESS, PUBLISHED, QUEUED, STOPPED
 from agent.server.registry import Call, endpoint
@@ -117,10 +117,14 @@ def dequeue(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     new_status = opt_str(call.body, "new_status") or CREATED
     if new_status not in lifecycle.ALL_STATUSES:
-        raise ApiError(400, 12, f"field 'new_status' is not a task status: {new_status!r}")
+        raise bad_request(f"field 'new_status' is not a task status: {new_status!r}")
     with call.store.write() as conn:
         doc = load_task(conn, task_id)
         removed = queue_ops.remove(conn, task_id)
+        if removed is None and doc["status"] == new_status:
+            # clearml-agent's task process asks to dequeue into in_progress a task its agent
+            # already popped and started: nothing to do, and nothing wrong.
+            return {"dequeued": 0, "updated": 0, "fields": {}}
         if removed is None and doc["status"] != QUEUED:
             raise ApiError(
                 400,

@@ -97,6 +97,9 @@ def test_state_machine(shared_server: EmbeddedServer) -> None:
     assert doc["status"] == "created"
     assert "queue" not in doc["execution"]
     api_call(shared_server, "tasks.started", {"task": task})
+    assert _code(api_raw(shared_server, "tasks.dequeue", {"task": task})) == (400, 110)
+    noop = api_call(shared_server, "tasks.dequeue", {"task": task, "new_status": "in_progress"})
+    assert noop["dequeued"] == 0  # clearml-agent's child does this on a task already started
     api_call(shared_server, "tasks.failed", {"task": task, "status_reason": "boom"})
     doc = _task(shared_server, task)
     assert (doc["status"], doc["status_reason"]) == ("failed", "boom")
