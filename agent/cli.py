@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.cli_support import EXIT_FAILURE, access, run, settings_from
+from agent.cli_support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
 from agent.commands import COMMANDS
 from agent.connect import ConnectError
 
@@ -40,10 +40,35 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
     """Run the embedded control plane (SQLite) in the foreground."""
+    from agent.connect import remove_embedded_state, write_embedded_state
+    from agent.pipeline.plan import ServerAccess
+    from agent.server.embedded import Credentials, ServerRefused
     from agent.server.main import serve
 
     settings = settings_from(ctx)
-    serve(host, port, db or settings.data_dir / "server.db")
+    explicit = (
+        Credentials(settings.access_key, settings.secret_key)
+        if settings.access_key and settings.secret_key
+        else None
+    )
+
+    def record(url: str, creds: Credentials, files_host: str) -> None:
+        access = ServerAccess(url, url, files_host, creds.access_key, creds.secret_key)
+        write_embedded_state(settings, access)
+
+    try:
+        serve(
+            host,
+            port,
+            db or settings.data_dir / "server.db",
+            credentials=explicit,
+            on_ready=record,
+        )
+    except ServerRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        remove_embedded_state(settings)
 
 
 @main.command()

@@ -19,7 +19,7 @@ from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.plan import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
-from agent.server.embedded import EmbeddedServer
+from agent.server.embedded import EmbeddedServer, default_files_host
 from agent.settings import Settings
 from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
@@ -41,12 +41,13 @@ def control_plane(settings: Settings) -> Iterator[ServerAccess]:
     if not settings.embedded:
         yield resolve_access(settings)
         return
-    server = EmbeddedServer(settings.data_dir / "server.db", port=settings.embedded_port)
+    db_path = settings.data_dir / "server.db"
+    server = EmbeddedServer(db_path, port=settings.embedded_port)
     server.start()
     access = ServerAccess(
         api_host=server.url,
         web_host=server.url,
-        files_host=server.url,
+        files_host=settings.files_host or default_files_host(db_path),
         access_key=server.credentials.access_key,
         secret_key=server.credentials.secret_key,
     )

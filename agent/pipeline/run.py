@@ -61,7 +61,11 @@ async def run_task(
 ) -> Outcome:
     """Run a claimed task to its end and report it. Never raises for a task's own failure."""
     structlog.contextvars.bind_contextvars(task_id=task_id)
-    shipper = LogShipper(ctx.shipping_api, task_id, worker_id, ctx.settings.spool_dir)
+    # Every line is delivered before the final status, however long the server is away (a
+    # killed agent leaves the spool on disk for its next start).
+    shipper = LogShipper(
+        ctx.shipping_api, task_id, worker_id, ctx.settings.spool_dir, close_timeout=None
+    )
     console = TaskConsole(shipper)
     try:
         async with shipper:
@@ -72,7 +76,8 @@ async def run_task(
     except OSError as exc:  # the spool could not be written (disk full...): still report
         outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
         log.error("spool failure", error=str(exc))
-    await report(ctx.api, task_id, outcome)
+    # The final status must arrive even through a server outage: the forever-retrying client.
+    await report(ctx.shipping_api, task_id, outcome)
     _clean_up(ctx, task_id)
     structlog.contextvars.unbind_contextvars("task_id")
     return outcome

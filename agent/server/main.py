@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -45,9 +45,12 @@ def serve(
     credentials: Credentials | None = None,
     worker_timeout: float | None = None,
     files_host: str = "",
+    on_ready: Callable[[str, Credentials, str], None] | None = None,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM); prints the CLEARML_* lines to paste.
 
+    ``on_ready(url, credentials, files_host)`` runs once the socket is bound (the CLI records
+    where the server is, so other ``conveyor`` commands on this machine find it).
     ``files_host`` defaults to a ``file://`` directory next to the database.
     Raises ``ServerRefused`` for a non-loopback ``host`` without explicit ``credentials``.
     """
@@ -59,8 +62,11 @@ def serve(
     url = _public_url(host, int(sock.getsockname()[1]))
     print(f"Conveyor control plane listening on {url} (database {db_path})", flush=True)
     print("Set these in the environment of ClearML SDK users and agents:", flush=True)
-    for line in env_lines(url, state.credentials, files_host or default_files_host(db_path)):
+    files_host = files_host or default_files_host(db_path)
+    for line in env_lines(url, state.credentials, files_host):
         print(f"  {line}", flush=True)
+    if on_ready is not None:
+        on_ready(url, state.credentials, files_host)
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
     try:
         with _signals_end_serving():

@@ -94,7 +94,7 @@ class LogShipper:
         worker: str,
         spool_dir: Path,
         *,
-        close_timeout: float = CLOSE_TIMEOUT_S,
+        close_timeout: float | None = CLOSE_TIMEOUT_S,
     ) -> None:
         self.api = api
         self.task_id = task_id

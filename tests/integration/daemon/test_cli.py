@@ -1,0 +1,59 @@
+"""The `conveyor` CLI as a user runs it: server, enqueue, logs --follow, ls, abort."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon.support import CONVEYOR, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CONVEYOR), *args], env=env, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def test_server_agent_enqueue_and_follow(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "CONVEYOR_"))},
+        "CONVEYOR_DATA_DIR": str(tmp_path / "data"),
+        "CONVEYOR_CACHE_DIR": str(tmp_path / "cache"),
+        "CONVEYOR_CONFIG": "",
+        "CONVEYOR_EMBEDDED_PORT": "0",
+        "CONVEYOR_LOG_FORMAT": "json",
+    }
+    assert _run(env, "ls", "tasks").returncode == 3  # no server yet: exit code 3
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen([str(CONVEYOR), "daemon"], env=env, stdout=log, stderr=log)
+    try:
+        state = tmp_path / "data" / "server.json"
+        wait_for(state.exists, 30, "the embedded server to record itself")
+        assert oct(state.stat().st_mode & 0o777) == "0o600"
+        assert json.loads(state.read_text())["api_host"].startswith("http://127.0.0.1:")
+        script = tmp_path / "job.py"
+        script.write_text("import sys\nprint('job says', sys.argv[1:])\n")
+        enq = _run(env, "enqueue", str(script), "--flag", "x")
+        assert enq.returncode == 0, enq.stderr
+        task_id = enq.stdout.strip()
+        follow = _run(env, "logs", task_id, "--follow")
+        assert follow.returncode == 0, follow.stderr
+        assert "job says ['--flag', 'x']" in follow.stdout
+        assert "completed" in follow.stderr
+        listing = _run(env, "ls", "tasks")
+        assert task_id in listing.stdout and "completed" in listing.stdout
+        assert "default" in _run(env, "ls", "queues").stdout
+        shown = _run(env, "config")
+        assert json.loads(shown.stdout)["embedded_port"] == 0
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    assert not (tmp_path / "data" / "server.json").exists()
