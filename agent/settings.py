@@ -1,6 +1,7 @@
 """One frozen Settings object, read once at start-up.
 
-Precedence: defaults < config file (TOML) < ``CONVEYOR_*`` environment < command-line flags.
+Precedence: defaults < ``~/clearml.conf`` (its ``api`` section) < config file (TOML) <
+``CLEARML_*`` environment < ``CONVEYOR_*`` environment < command-line flags.
 The standard ``CLEARML_API_HOST`` / ``CLEARML_API_ACCESS_KEY`` / ``CLEARML_API_SECRET_KEY``
 variables are honoured (below ``CONVEYOR_*``) so ClearML users need no new configuration.
 
@@ -22,6 +23,22 @@ import platformdirs
 
 ENV_PREFIX = "CONVEYOR_"
 APP_NAME = "conveyor"
+
+
+# container.arguments a task may use unless the operator says otherwise (docker_allowed_args).
+DEFAULT_DOCKER_ARGS = (
+    "--env",
+    "--ipc",
+    "--shm-size",
+    "--memory",
+    "--memory-swap",
+    "--cpus",
+    "--ulimit",
+    "--volume",
+    "--label",
+    "--run-as-is",
+)
+DOCKER_PULL_POLICIES = ("missing", "always", "never")
 
 
 class SettingsError(ValueError):
@@ -74,6 +91,17 @@ class Settings:
     package_manager: str = "uv"  # "uv" or "pip"
     extra_ca_bundle: str = ""  # PEM bundle exported to tasks and installers (SSL_CERT_FILE...)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # exported to every task
+    # --- docker mode (docs/docker.md) ----------------------------------------------------
+    docker: bool = False  # run every task in a container: its container.image, else docker_image
+    docker_image: str = ""  # for tasks that name no image; empty: such tasks fail
+    docker_host: str = ""  # the engine, e.g. "unix:///run/docker.sock"; empty: $DOCKER_HOST
+    docker_pull: str = "missing"  # "missing", "always" or "never"
+    docker_network: str = "host"  # network mode of task containers ("host", "none", a network)
+    # container.arguments a task may use (docs/docker.md lists what each one does)
+    docker_allowed_args: tuple[str, ...] = DEFAULT_DOCKER_ARGS
+    docker_volume_roots: tuple[str, ...] = ()  # host dirs a task's --volume may mount from
+    docker_run_as_is: bool = False  # no environment step: the image's own Python runs the task
+    docker_uv: str = ""  # uv binary mounted into containers; empty: the agent's own
     # --- logging -------------------------------------------------------------------------
     log_format: str = "auto"  # "auto" (pretty on a terminal, JSON otherwise), "json", "console"
     log_level: str = "info"
@@ -172,6 +200,14 @@ def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def _from_clearml_conf(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``api`` section of an existing clearml.conf: ClearML users need no new config."""
+    from agent.clearml_conf import default_path, read_clearml_conf  # imports agent.settings
+
+    found = read_clearml_conf(default_path(environ))
+    return {name: _coerce(name, value, "clearml.conf") for name, value in found.items()}
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for var, name in _CLEARML_ENV.items():
@@ -205,7 +241,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     explicit = config_path is not None or bool(environ.get("CONVEYOR_CONFIG"))
     path = config_path or default_config_path(environ)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = _from_clearml_conf(environ)
     if path.exists():
         try:
             values.update(_from_mapping(tomllib.loads(path.read_text()), str(path)))
@@ -232,6 +268,10 @@ def _validate(settings: Settings) -> None:
     if settings.log_format not in ("auto", "json", "console"):
         raise SettingsError(
             f"log_format must be auto, json or console, got {settings.log_format!r}"
+        )
+    if settings.docker_pull not in DOCKER_PULL_POLICIES:
+        raise SettingsError(
+            f"docker_pull must be missing, always or never, got {settings.docker_pull!r}"
         )
     gpus = settings.gpus.strip()
     if gpus not in ("none", "all") and not all(p.strip().isdigit() for p in gpus.split(",")):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.api.models import TaskSpec
+from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
 from agent.pipeline.errors import StageError
 from agent.pipeline.source import SourceRequest
@@ -22,7 +23,18 @@ from agent.settings import Settings
 # Variables of the agent's own environment that must never reach a task: they would point the
 # task's SDK at a stale parent task or leak the agent's configuration.
 _SCRUBBED_PREFIXES = ("CONVEYOR_", "CLEARML_", "TRAINS_")
-_SCRUBBED_NAMES = frozenset({"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT"})
+_SCRUBBED_NAMES = frozenset(
+    {
+        "VIRTUAL_ENV",
+        "PYTHONHOME",
+        "PYTHONPATH",
+        "UV_PROJECT_ENVIRONMENT",
+        # systemd's: a task must not notify (or feed the watchdog of) the agent's unit
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    }
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -59,6 +71,7 @@ class Plan:
     gpus: tuple[int, ...] = ()
     timeout: float | None = None
     grace: float = 10.0
+    container: ContainerPlan | None = None  # docker mode: the container the task runs in
 
     def argv(self, python: Path, entry_point: Path | str) -> list[str]:
         """The command line, once the environment and source stages know the paths."""
@@ -91,8 +104,10 @@ def make_plan(
         entry_point=entry if not module else "",
         working_dir=script.working_dir or ".",
     )
+    # In a container the image's Python is the default, not the agent's.
+    default_python = "" if settings.docker else host.agent_python
     environment = EnvironmentRequest(
-        python=script.binary or settings.python or host.agent_python,
+        python=script.binary or settings.python or default_python,
         requirements=script.requirements_pip,
         source_root=None,
         package_manager=settings.package_manager,
@@ -110,6 +125,7 @@ def make_plan(
         gpus=tuple(gpus),
         timeout=settings.task_timeout or None,
         grace=settings.abort_grace,
+        container=plan_container(task, settings, gpus) if settings.docker else None,
     )
 
 
