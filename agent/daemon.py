@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from agent import sdnotify
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, InvalidStateError
 from agent.pipeline.plan import allocate_gpus
@@ -107,15 +108,22 @@ class Daemon:
     async def run(self) -> ExitCode:
         self.queue_ids = await self._resolve_queues()
         await self._register()
-        heartbeat = asyncio.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
+        side = [
+            asyncio.create_task(self._side_loop("heartbeat", self._heartbeat_loop)),
+            asyncio.create_task(self._side_loop("watchdog", self._watchdog_loop)),
+        ]
         log.info("agent ready", worker=self.settings.effective_worker_id, queues=self.queue_ids)
+        sdnotify.notify_ready()
+        sdnotify.notify_status(f"serving {len(self.queue_ids)} queue(s)")
         try:
             await self._serve()
+            sdnotify.notify_stopping()
+            sdnotify.notify_status("draining: no new tasks")
             await self._drain()
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for loop in side:
+                loop.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
             await self._unregister()
         return ExitCode.OK
 
@@ -247,10 +255,11 @@ class Daemon:
             log.warning("status report failed", worker=slot.worker_id, error=str(exc))
 
     async def _side_loop(self, name: str, loop: Callable[[], Coroutine[None, None, None]]) -> None:
-        """Run a side loop forever; if it dies, say so and start it again after a pause."""
+        """Run a side loop; if it dies, say so and start it again after a pause."""
         while True:
             try:
                 await loop()
+                return  # a loop that ends by itself (e.g. no watchdog configured) is done
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any crash of a side loop is reported
@@ -265,6 +274,15 @@ class Daemon:
                     with contextlib.suppress(ApiError):
                         await self.api.ping(slot.task_id)
             await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _watchdog_loop(self) -> None:
+        """Feed systemd's watchdog (WatchdogSec) while the loop is alive, drain included."""
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            sdnotify.notify_watchdog()
+            await asyncio.sleep(interval)
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float) -> None:
