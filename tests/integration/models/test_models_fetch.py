@@ -1,0 +1,407 @@
+"""Input models against the real embedded server: resolved, fetched (file:// and http:// from a
+local http.server), verified, recorded, cached, evicted, extracted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import threading
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.api.client import ApiClient
+from agent.api.models import TaskSpec
+from agent.pipeline import models as models_module
+from agent.pipeline.console import ListConsole
+from agent.pipeline.errors import StageError
+from agent.pipeline.models import ModelCache, fetch_input_models
+from agent.server.embedded import EmbeddedServer
+from tests.helpers import api_call, wait_for
+
+WAIT = 30.0
+MB = 1_000_000
+
+
+# --- a local HTTP server with counters and misbehaviours ------------------------------------------
+
+
+@dataclass
+class Served:
+    files: dict[str, bytes] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # path -> 503s before success
+    stalled: threading.Event = field(default_factory=threading.Event)  # /slow began
+    release: threading.Event = field(default_factory=threading.Event)  # /slow may go on
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    base: str = ""
+
+    def add(self, name: str, content: bytes) -> str:
+        path = f"/{uuid.uuid4().hex[:8]}/{name}"
+        self.files[path] = content
+        return self.base + path
+
+
+def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            with served.lock:
+                served.hits[path] = served.hits.get(path, 0) + 1
+                failing = served.failures.get(path, 0)
+                if failing:
+                    served.failures[path] = failing - 1
+            if failing:
+                self.send_error(503)
+                return
+            if path.endswith("/slow"):
+                self._slow()
+                return
+            body = served.files.get(path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _slow(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(4 * MB))
+            self.end_headers()
+            self.wfile.write(b"x" * MB)
+            self.wfile.flush()
+            served.stalled.set()
+            served.release.wait(WAIT)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def http_files() -> Iterator[Served]:
+    served = Served()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
+    served.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served
+    served.release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(WAIT)
+
+
+# --- server, client, cache -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(shared_server: EmbeddedServer) -> AsyncIterator[ApiClient]:
+    creds = shared_server.credentials
+    async with ApiClient(
+        shared_server.url, creds.access_key, creds.secret_key, retry_for=10
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ModelCache:
+    return ModelCache(tmp_path / "models", max_bytes=100 * MB)
+
+
+def register(
+    server: EmbeddedServer, uri: str, sha256: str | None = None, package: bool = False
+) -> str:
+    body: dict[str, Any] = {"name": f"m-{uuid.uuid4().hex[:6]}", "uri": uri}
+    if sha256:
+        body["metadata"] = [{"key": "sha256", "type": "str", "value": sha256}]
+    if package:
+        body["system_tags"] = ["package"]
+    model_id: str = api_call(server, "models.create", body)["id"]
+    return model_id
+
+
+def task_with(**models: str) -> TaskSpec:
+    inputs = [{"name": name, "model": model_id} for name, model_id in models.items()]
+    return TaskSpec.parse({"id": f"t-{uuid.uuid4().hex[:8]}", "models": {"input": inputs}})
+
+
+def recorded_sha(server: EmbeddedServer, model_id: str) -> str | None:
+    model = api_call(server, "models.get_by_id", {"model": model_id})["model"]
+    item = model.get("metadata", {}).get("sha256")
+    return None if item is None else str(item["value"])
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def local_file(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / "src" / uuid.uuid4().hex[:6] / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    return path
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+async def test_file_model_fetched_checksum_recorded_then_a_cache_hit(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, tmp_path: Path
+) -> None:
+    content = b"weights" * 1000
+    model_id = register(shared_server, local_file(tmp_path, "best.pt", content).as_uri())
+    console = ListConsole()
+
+    env = await fetch_input_models(api, task_with(base=model_id), cache, console)
+
+    path = Path(env["CONVEYOR_INPUT_MODEL_BASE"])
+    assert env["CONVEYOR_INPUT_MODEL"] == str(path)
+    assert path.name == "best.pt" and path.read_bytes() == content
+    assert path.is_relative_to(cache.root)
+    assert recorded_sha(shared_server, model_id) == sha(content)
+    assert "sha256 recorded on the model" in console.text()
+    assert "fetched file://" in console.text()
+
+    again = ListConsole()
+    env2 = await fetch_input_models(api, task_with(base=model_id), cache, again)
+    assert env2["CONVEYOR_INPUT_MODEL_BASE"] == str(path)
+    assert "cache hit" in again.text() and "recorded" not in again.text()
+
+
+async def test_http_model_verified_against_recorded_sha256_and_cached(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    http_files: Served,
+) -> None:
+    content = b"\x00\x01model" * 50_000
+    uri = http_files.add("model.safetensors", content)
+    model_id = register(shared_server, uri, sha256=sha(content).upper())  # case does not matter
+    path_on_server = uri.removeprefix(http_files.base)
+
+    console = ListConsole()
+    env = await fetch_input_models(api, task_with(weights=model_id), cache, console)
+    path = Path(env["CONVEYOR_INPUT_MODEL_WEIGHTS"])
+    assert path.read_bytes() == content
+    assert "verified" in console.text()
+    assert http_files.hits[path_on_server] == 1
+
+    second = ModelCache(cache.root, cache.max_bytes)  # another agent on the same machine
+    env2 = await fetch_input_models(api, task_with(weights=model_id), second, ListConsole())
+    assert env2["CONVEYOR_INPUT_MODEL_WEIGHTS"] == str(path)
+    assert http_files.hits[path_on_server] == 1  # no second download
+
+
+async def test_checksum_mismatch_fails_with_a_clear_reason_and_caches_nothing(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    http_files: Served,
+) -> None:
+    uri = http_files.add("tampered.bin", b"not what was recorded")
+    model_id = register(shared_server, uri, sha256=sha(b"the original"))
+    with pytest.raises(StageError) as caught:
+        await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
+    reason = caught.value.reason
+    assert reason.startswith(f"input model base (id {model_id}): checksum mismatch")
+    assert sha(b"the original")[:12] in reason and sha(b"not what was recorded")[:12] in reason
+    assert cache.usage() == (0, [])
+    assert not any((cache.root / "tmp").iterdir())
+
+
+async def test_two_models_fetched_concurrently_and_first_one_is_the_default(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    http_files: Served,
+    tmp_path: Path,
+) -> None:
+    a = register(shared_server, local_file(tmp_path, "a.bin", b"A").as_uri())
+    b = register(shared_server, http_files.add("b.bin", b"B"))
+    env = await fetch_input_models(
+        api, task_with(**{"encoder-v2": a, "decoder": b}), cache, ListConsole()
+    )
+    assert Path(env["CONVEYOR_INPUT_MODEL_ENCODER_V2"]).read_bytes() == b"A"
+    assert Path(env["CONVEYOR_INPUT_MODEL_DECODER"]).read_bytes() == b"B"
+    assert env["CONVEYOR_INPUT_MODEL"] == env["CONVEYOR_INPUT_MODEL_ENCODER_V2"]
+
+
+async def test_least_recently_used_entries_are_evicted_beyond_the_bound(
+    api: ApiClient, shared_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    cache = ModelCache(tmp_path / "small", max_bytes=int(2.5 * MB))
+    ids = {
+        n: register(shared_server, local_file(tmp_path, f"{n}.bin", n.encode() * MB).as_uri())
+        for n in "abc"
+    }
+    paths: dict[str, str] = {}
+    for name in ("a", "b", "a", "c"):  # a is used again after b: b is the least recent
+        task = task_with(m=ids[name])
+        paths[name] = (await fetch_input_models(api, task, cache, ListConsole()))[
+            "CONVEYOR_INPUT_MODEL"
+        ]
+        cache.release(task.id)
+    total, keys = cache.usage()
+    assert total == 2 * MB
+    assert keys == [sha(b"a" * MB), sha(b"c" * MB)]
+    assert not Path(paths["b"]).exists()
+    assert Path(paths["a"]).exists() and Path(paths["c"]).exists()
+
+
+async def test_a_leased_entry_is_not_evicted(
+    api: ApiClient, shared_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    cache = ModelCache(tmp_path / "small", max_bytes=int(1.5 * MB))
+    first = register(shared_server, local_file(tmp_path, "1.bin", b"1" * MB).as_uri())
+    second = register(shared_server, local_file(tmp_path, "2.bin", b"2" * MB).as_uri())
+    running = task_with(m=first)  # still running: its lease is not released
+    kept = (await fetch_input_models(api, running, cache, ListConsole()))["CONVEYOR_INPUT_MODEL"]
+    await fetch_input_models(api, task_with(m=second), cache, ListConsole())
+    assert Path(kept).exists()
+    assert cache.usage()[0] == 2 * MB  # over the bound rather than pulling a model from a task
+
+
+async def test_a_package_is_extracted_once(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    http_files: Served,
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("config.json", '{"layers": 2}')
+        zf.writestr("weights/model.bin", b"w" * 1000)
+    uri = http_files.add("bundle.zip", archive.read_bytes())
+    model_id = register(shared_server, uri, package=True)
+
+    env = await fetch_input_models(api, task_with(bundle=model_id), cache, ListConsole())
+    folder = Path(env["CONVEYOR_INPUT_MODEL_BUNDLE"])
+    assert folder.is_dir()
+    assert (folder / "config.json").read_text() == '{"layers": 2}'
+    extracted = (folder / "weights" / "model.bin").stat()
+    assert extracted.st_size == 1000
+
+    console = ListConsole()
+    env2 = await fetch_input_models(api, task_with(bundle=model_id), cache, console)
+    assert env2["CONVEYOR_INPUT_MODEL_BUNDLE"] == str(folder)
+    assert "cache hit" in console.text()
+    again = (folder / "weights" / "model.bin").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (extracted.st_ino, extracted.st_mtime_ns)
+    assert http_files.hits[uri.removeprefix(http_files.base)] == 1
+
+
+async def test_an_unsafe_package_is_refused(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, tmp_path: Path
+) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../escaped.txt", "x")
+    model_id = register(shared_server, archive.as_uri(), package=True)
+    with pytest.raises(StageError, match="unsafe path in the package"):
+        await fetch_input_models(api, task_with(evil=model_id), cache, ListConsole())
+    assert not (cache.root.parent / "escaped.txt").exists()
+
+
+async def test_transient_http_errors_are_retried(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    http_files: Served,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(models_module, "RETRY_BACKOFF", 0.01)
+    uri = http_files.add("flaky.bin", b"eventually")
+    http_files.failures[uri.removeprefix(http_files.base)] = 2
+    model_id = register(shared_server, uri)
+    env = await fetch_input_models(api, task_with(m=model_id), cache, ListConsole())
+    assert Path(env["CONVEYOR_INPUT_MODEL"]).read_bytes() == b"eventually"
+    assert http_files.hits[uri.removeprefix(http_files.base)] == 3
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("file:///nonexistent/dir/model.pt", "download failed: no such file /nonexistent"),
+        ("ftp://example.com/model.pt", "unsupported URI scheme"),
+    ],
+)
+async def test_unfetchable_uris(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, uri: str, expected: str
+) -> None:
+    model_id = register(shared_server, uri)
+    with pytest.raises(StageError) as caught:
+        await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
+    assert caught.value.reason.startswith(f"input model base (id {model_id}): ")
+    assert expected in caught.value.reason
+
+
+async def test_http_404_and_unknown_model(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, http_files: Served
+) -> None:
+    missing = register(shared_server, http_files.base + "/nope/model.pt?token=secret")
+    with pytest.raises(StageError) as caught:
+        await fetch_input_models(api, task_with(base=missing), cache, ListConsole())
+    assert "download failed: HTTP 404 from http://127.0.0.1:" in caught.value.reason
+    assert "secret" not in caught.value.reason
+    with pytest.raises(StageError, match=r"input model base \(id nope123\): no such model"):
+        await fetch_input_models(api, task_with(base="nope123"), cache, ListConsole())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("boto3") is not None, reason="boto3 is installed")
+async def test_s3_without_the_extra_says_what_to_install(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache
+) -> None:
+    model_id = register(shared_server, "s3://bucket/models/model.pt")
+    with pytest.raises(StageError, match=r"conveyor-agent\[s3\]"):
+        await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
+
+
+async def test_a_malformed_recorded_checksum_is_an_error(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, tmp_path: Path
+) -> None:
+    model_id = register(shared_server, local_file(tmp_path, "m.pt", b"m").as_uri(), "md5:abc")
+    with pytest.raises(StageError, match="metadata sha256='md5:abc' is not a sha256 hex digest"):
+        await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
+
+
+async def test_concurrent_fetches_of_one_uri_download_it_once(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, http_files: Served
+) -> None:
+    uri = http_files.add("shared.bin", b"s" * MB)
+    model_id = register(shared_server, uri)
+    tasks = [task_with(m=model_id) for _ in range(4)]
+    results = await asyncio.gather(
+        *(fetch_input_models(api, task, ModelCache(cache.root, 0), ListConsole()) for task in tasks)
+    )
+    assert len({r["CONVEYOR_INPUT_MODEL"] for r in results}) == 1
+    assert http_files.hits[uri.removeprefix(http_files.base)] == 1
+
+
+async def test_cancelling_stops_the_download_and_leaves_no_debris(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, http_files: Served
+) -> None:
+    http_files.release.clear()
+    http_files.stalled.clear()
+    model_id = register(shared_server, http_files.base + "/x/slow")
+    job = asyncio.ensure_future(
+        fetch_input_models(api, task_with(m=model_id), cache, ListConsole())
+    )
+    assert await asyncio.to_thread(http_files.stalled.wait, WAIT)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    http_files.release.set()  # the server sends the rest; the thread sees the cancel and stops
+    wait_for(lambda: not any((cache.root / "tmp").iterdir()), timeout=WAIT)
+    assert cache.usage() == (0, [])

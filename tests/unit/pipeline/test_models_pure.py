@@ -1,0 +1,96 @@
+"""Pure parts of the input-model stage: checksum convention, variable names, URI display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.api.models import InputModelRef
+from agent.pipeline.models import (
+    FetchedModel,
+    ModelError,
+    expected_sha256,
+    file_name_of,
+    human_size,
+    input_model_env,
+    model_env_names,
+    redact,
+)
+
+DIGEST = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({}, None),
+        ({"sha256": ""}, None),
+        ({"sha256": DIGEST}, DIGEST),
+        ({"sha256": f" SHA256:{DIGEST.upper()} "}, DIGEST),
+        ({"other": "x", "sha256": DIGEST}, DIGEST),
+    ],
+)
+def test_expected_sha256(metadata: dict[str, str], expected: str | None) -> None:
+    assert expected_sha256(metadata) == expected
+
+
+@pytest.mark.parametrize("bad", ["abc", "md5:" + "a" * 32, "z" * 64, DIGEST + "00"])
+def test_a_malformed_sha256_is_an_error(bad: str) -> None:
+    with pytest.raises(ModelError, match="is not a sha256 hex digest"):
+        expected_sha256({"sha256": bad})
+
+
+def test_model_env_names_are_sanitised_and_unique() -> None:
+    refs = [
+        InputModelRef("base", "1"),
+        InputModelRef("encoder-v2", "2"),
+        InputModelRef("Base", "3"),
+        InputModelRef("!!!", "4"),
+    ]
+    assert model_env_names(refs) == [
+        "CONVEYOR_INPUT_MODEL_BASE",
+        "CONVEYOR_INPUT_MODEL_ENCODER_V2",
+        "CONVEYOR_INPUT_MODEL_BASE_2",
+        "CONVEYOR_INPUT_MODEL_MODEL",
+    ]
+
+
+def test_input_model_env_names_the_first_model_the_default() -> None:
+    fetched = [
+        FetchedModel("a", "1", Path("/c/a.pt"), DIGEST, True),
+        FetchedModel("b", "2", Path("/c/b"), DIGEST, False),
+    ]
+    names = ["CONVEYOR_INPUT_MODEL_A", "CONVEYOR_INPUT_MODEL_B"]
+    assert input_model_env(fetched, names) == {
+        "CONVEYOR_INPUT_MODEL_A": "/c/a.pt",
+        "CONVEYOR_INPUT_MODEL_B": "/c/b",
+        "CONVEYOR_INPUT_MODEL": "/c/a.pt",
+    }
+    assert input_model_env([], []) == {}
+
+
+def test_redact_drops_credentials_and_query() -> None:
+    assert (
+        redact("https://user:pw@host:8081/p/m.pt?X-Amz-Signature=s#f") == "https://host:8081/p/m.pt"
+    )
+    assert redact("file:///models/m.pt") == "file:///models/m.pt"
+
+
+@pytest.mark.parametrize(
+    ("uri", "name"),
+    [
+        ("file:///m/best%20model.pt", "best model.pt"),
+        ("https://h/a/b/model.bin?sig=1", "model.bin"),
+        ("https://h/", "model"),
+        ("s3://bucket/key/../..", "model"),
+    ],
+)
+def test_file_name_of(uri: str, name: str) -> None:
+    assert file_name_of(uri) == name
+
+
+def test_human_size() -> None:
+    assert human_size(999) == "999 B"
+    assert human_size(1_500_000) == "1.5 MB"
+    assert human_size(2_000_000_000_000) == "2.0 TB"
