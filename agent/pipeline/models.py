@@ -71,6 +71,7 @@ LOCK_POLL = 0.5  # a URI lock (held for a whole download) is polled so a cancel 
 SHORT_SHA = 12
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE_VAR_CHARS = re.compile(r"[^A-Za-z0-9]+")
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+|^\.+")
 _PACKAGE_SUFFIX = ".x"
 _META = "meta.json"
 _USED = "used"
@@ -204,7 +205,7 @@ class ModelCache:
     def release(self, owner: str) -> None:
         """The task ``owner`` no longer uses its models: they may be evicted."""
         with self._lock():
-            (self.root / "leases" / f"{owner}.json").unlink(missing_ok=True)
+            self._lease_path(owner).unlink(missing_ok=True)
 
     def usage(self) -> tuple[int, list[str]]:
         """Bytes held and entry keys, least recently used first."""
@@ -264,7 +265,8 @@ class ModelCache:
             record = {"uri": redact(uri), "sha256": sha, "stamp": stamp}
             _write_atomic(self._uri_record(uri), json.dumps(record))
             used = self._use(key, owner)
-            assert used is not None  # just committed under the same lock
+            if used is None:  # cannot happen: committed under this very lock
+                raise ModelError(f"the cache lost entry {key} while committing it")
             self._evict(protect={key})
         return used[0]
 
@@ -284,8 +286,11 @@ class ModelCache:
         path = content if meta.get("package") else content / str(meta["name"])
         return path, int(meta.get("size", 0))
 
+    def _lease_path(self, owner: str) -> Path:
+        return self.root / "leases" / f"{_UNSAFE_FILE_CHARS.sub('_', owner)}.json"
+
     def _lease(self, owner: str, key: str) -> None:
-        path = self.root / "leases" / f"{owner}.json"
+        path = self._lease_path(owner)
         keys: list[str] = []
         with contextlib.suppress(FileNotFoundError, ValueError):
             keys = list(json.loads(path.read_text()).get("keys", []))
@@ -461,7 +466,10 @@ def _extract_tar(archive: Path, dest: Path) -> None:
 
 
 class _Sink:
-    """A file that hashes what is written to it and stops when the fetch is cancelled."""
+    """A file that hashes what is written to it and stops when the fetch is cancelled.
+
+    Deliberately not seekable: boto3's ``download_fileobj`` then writes parts in order.
+    """
 
     def __init__(self, path: Path, cancel: threading.Event) -> None:
         self._file = path.open("wb")

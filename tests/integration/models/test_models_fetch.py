@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import json
+import subprocess
 import threading
 import uuid
 import zipfile
@@ -270,6 +272,28 @@ async def test_a_leased_entry_is_not_evicted(
     await fetch_input_models(api, task_with(m=second), cache, ListConsole())
     assert Path(kept).exists()
     assert cache.usage()[0] == 2 * MB  # over the bound rather than pulling a model from a task
+
+
+async def test_leases_and_staging_left_by_dead_agents_are_cleared(
+    api: ApiClient, shared_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(["true"])  # once reaped, a pid that no longer exists
+    proc.wait()
+    root = tmp_path / "cache"
+    (root / "tmp" / f"{proc.pid}-0123abcd" / "content").mkdir(parents=True)
+    cache = ModelCache(root, max_bytes=int(1.5 * MB))
+    assert not any((root / "tmp").iterdir())  # a crashed download's staging is gone
+
+    first = register(shared_server, local_file(tmp_path, "1.bin", b"1" * MB).as_uri())
+    second = register(shared_server, local_file(tmp_path, "2.bin", b"2" * MB).as_uri())
+    crashed = task_with(m=first)
+    await fetch_input_models(api, crashed, cache, ListConsole())
+    lease = root / "leases" / f"{crashed.id}.json"
+    record = json.loads(lease.read_text())
+    lease.write_text(json.dumps({**record, "pid": proc.pid}))  # its agent died holding it
+    await fetch_input_models(api, task_with(m=second), cache, ListConsole())
+    assert cache.usage() == (MB, [sha(b"2" * MB)])
+    assert not lease.exists()
 
 
 async def test_a_package_is_extracted_once(
