@@ -89,6 +89,13 @@ class Settings:
     # --- environments --------------------------------------------------------------------
     python: str = ""  # interpreter when the task names none; empty: the agent's own major.minor
     package_manager: str = "uv"  # "uv" or "pip"
+    # --- parameters -----------------------------------------------------------------------
+    args_style: str = (
+        "argparse"  # Args for SDK-free scripts: "argparse" (--lr 0.1), "hydra" (lr=0.1)
+    )
+    sdk_detection: str = (
+        "auto"  # does the script apply Args itself? "auto" (clearml required), "always", "never"
+    )
     extra_ca_bundle: str = ""  # PEM bundle exported to tasks and installers (SSL_CERT_FILE...)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # exported to every task
     # --- docker mode (docs/docker.md) ----------------------------------------------------
@@ -264,6 +271,12 @@ def _validate(settings: Settings) -> None:
     if settings.package_manager not in ("uv", "pip"):
         raise SettingsError(
             f"package_manager must be 'uv' or 'pip', got {settings.package_manager!r}"
+        )
+    if settings.args_style not in ("argparse", "hydra"):
+        raise SettingsError(f"args_style must be argparse or hydra, got {settings.args_style!r}")
+    if settings.sdk_detection not in ("auto", "always", "never"):
+        raise SettingsError(
+            f"sdk_detection must be auto, always or never, got {settings.sdk_detection!r}"
         )
     if settings.log_format not in ("auto", "json", "console"):
         raise SettingsError(

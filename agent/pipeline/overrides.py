@@ -35,7 +35,7 @@ from typing import Literal
 
 from agent.api.models import ConfigItem, Param, TaskSpec
 from agent.pipeline.console import Console
-from agent.pipeline.plan import valid_env_name
+from agent.pipeline.envnames import valid_env_name
 
 ARGS_SECTION = "Args"
 ENV_SECTION = "Environment"

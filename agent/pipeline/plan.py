@@ -7,7 +7,6 @@ is a value that unit tests check directly. The stages carry the plan out.
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from agent.api.models import TaskSpec
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
 from agent.pipeline.errors import StageError
+from agent.pipeline.overrides import Overrides, plan_overrides
 from agent.pipeline.source import SourceRequest
 from agent.settings import Settings
 
@@ -35,7 +35,6 @@ _SCRUBBED_NAMES = frozenset(
         "WATCHDOG_PID",
     }
 )
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,9 @@ class Plan:
     source: SourceRequest
     environment: EnvironmentRequest
     entry: str  # script path relative to working_dir, or a module name when ``module``
-    entry_args: tuple[str, ...]  # arguments after the entry point
+    entry_args: tuple[str, ...]  # arguments after the entry point, Args overrides applied
     module: bool  # entry point is "-m package.module"
+    overrides: Overrides
     env: Mapping[str, str] = field(default_factory=dict)  # added to the scrubbed agent env
     gpus: tuple[int, ...] = ()
     timeout: float | None = None
@@ -113,20 +113,34 @@ def make_plan(
         package_manager=settings.package_manager,
         extra_env=installer_env(settings),
     )
+    env = task_env(task, settings, server, gpus)
+    overrides = plan_overrides(
+        task,
+        entry_args,
+        style=settings.args_style,
+        sdk=_sdk_switch(settings.sdk_detection),
+        reserved_env=env.keys(),
+    )
     return Plan(
         task_id=task.id,
         task_dir=task_dir,
         source=source,
         environment=environment,
         entry=entry,
-        entry_args=entry_args,
+        entry_args=overrides.argv,
         module=module,
-        env=task_env(task, settings, server, gpus),
+        overrides=overrides,
+        env=env,
         gpus=tuple(gpus),
         timeout=settings.task_timeout or None,
         grace=settings.abort_grace,
         container=plan_container(task, settings, gpus) if settings.docker else None,
     )
+
+
+def _sdk_switch(detection: str) -> bool | None:
+    """``sdk_detection`` setting → ``plan_overrides``' ``sdk`` (None: detect)."""
+    return {"always": True, "never": False}.get(detection)
 
 
 def split_entry_point(entry_point: str) -> tuple[str, bool, tuple[str, ...]]:
@@ -203,10 +217,6 @@ def scrub_agent_env(environ: Mapping[str, str]) -> dict[str, str]:
         for k, v in environ.items()
         if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES
     }
-
-
-def valid_env_name(name: str) -> bool:
-    return bool(_ENV_NAME.match(name))
 
 
 def allocate_gpus(request: str, gpu_count: int, slots: int) -> list[tuple[int, ...]]:

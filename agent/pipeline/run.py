@@ -26,6 +26,7 @@ from agent.api.models import TaskDocumentError, TaskSpec
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import Environment, PreparedEnvironment
 from agent.pipeline.errors import StageError
+from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import HostFacts, Plan, ServerAccess, make_plan, scrub_agent_env
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
@@ -95,6 +96,7 @@ async def _run_stages(
         spec = await ctx.api.get_task(task_id)
         plan = make_plan(spec, ctx.settings, ctx.host, ctx.server, gpus)
         console.info(f"task {spec.name!r} ({task_id}) on {ctx.host.hostname}, gpus: {_gpus(gpus)}")
+        plan.overrides.report(console)
         source = await _stage(watch, _prepare_source, ctx, plan, console)
         env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
         await _record(ctx.api, spec, source, env)
@@ -172,8 +174,9 @@ async def _supervise(
     if watch.tripped:
         raise Aborted
     entry: Path | str = plan.entry if plan.module else source.entry_point
-    argv = plan.argv(env.python, entry)
-    process_env = {**scrub_agent_env(os.environ), **plan.env}
+    extra_env = apply_overrides(plan.overrides, plan.task_dir)
+    argv = list(expand_references(plan.argv(env.python, entry), extra_env))
+    process_env = {**scrub_agent_env(os.environ), **plan.env, **extra_env}
     process_env["PATH"] = f"{env.venv / 'bin'}{os.pathsep}{process_env.get('PATH', '')}"
     process_env["VIRTUAL_ENV"] = str(env.venv)
     console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
