@@ -71,6 +71,40 @@ def test_names_recorded_with_dashes_and_one_letter_names() -> None:
     assert plan_overrides(task, [], sdk=False).argv == ("--lr", "0.1", "-k", "3", "-v", "2")
 
 
+def test_args_as_task_create_records_them() -> None:
+    # What clearml 2.1.12 stores for Task.create(argparse_args=[("--lr", "0.1"),
+    # ("batch_size", "4"), ("verbose", "true")]): names as given, every type "str".
+    task = _task(
+        [
+            _param("--lr", "0.1", "str"),
+            _param("batch_size", "4", "str"),
+            _param("verbose", "true", "str"),
+        ]
+    )
+    o = plan_overrides(task, ["--batch-size", "2", "data.csv"], sdk=False)
+    assert o.argv == ("--batch-size", "4", "data.csv", "--lr", "0.1", "--verbose")
+    assert o.summary[0] == "overrides: lr=0.1, batch_size=4 (was 2), verbose=true"
+
+
+def test_args_as_the_sdks_argparse_binding_records_them() -> None:
+    # The SDK's argparse binding: dest names, argparse or value types, "default: x" when the
+    # option's help is "", "None" otherwise, lists as Python reprs, store_true as bool.
+    task = _task(
+        [
+            _param("batch_size", "8", "int", "None"),
+            _param("lr", "0.1", "float", "default: 0.01"),
+            _param("layers", "[1, 2, 3]", "int", "None"),
+            _param("verbose", "False", "bool", "None"),
+        ]
+    )
+    o = plan_overrides(task, [], sdk=False)
+    assert o.argv == ("--batch_size", "8", "--lr", "0.1", "--layers", "1", "2", "3")
+    assert (
+        o.summary[0]
+        == "overrides: batch_size=8, lr=0.1 (was 0.01), layers=[1, 2, 3], verbose=False"
+    )
+
+
 def test_booleans_are_flags() -> None:
     task = _task(
         [
