@@ -16,6 +16,7 @@ from agent.api.client import ApiClient
 from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
 from agent.daemon import Daemon, ExitCode, Slot
 from agent.pipeline.environment import VenvEnvironment
+from agent.pipeline.models import ModelCache
 from agent.pipeline.plan import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
@@ -25,6 +26,7 @@ from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
 
 log = structlog.get_logger()
+BYTES_PER_GB = 1024**3
 
 
 def host_facts() -> HostFacts:
@@ -88,6 +90,9 @@ def task_context(settings: Settings, access: ServerAccess, c: Clients) -> TaskCo
         host=host_facts(),
         server=access,
         environment=VenvEnvironment(),
+        models=ModelCache(
+            settings.cache_dir / "models", int(settings.model_cache_gb * BYTES_PER_GB)
+        ),
     )
 
 

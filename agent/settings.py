@@ -89,6 +89,7 @@ class Settings:
     # --- environments --------------------------------------------------------------------
     python: str = ""  # interpreter when the task names none; empty: the agent's own major.minor
     package_manager: str = "uv"  # "uv" or "pip"
+    model_cache_gb: float = 20.0  # input model cache bound (LRU eviction); 0: unbounded
     # --- parameters -----------------------------------------------------------------------
     args_style: str = (
         "argparse"  # Args for SDK-free scripts: "argparse" (--lr 0.1), "hydra" (lr=0.1)

@@ -7,6 +7,7 @@ is a value that unit tests check directly. The stages carry the plan out.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from agent.api.models import TaskSpec
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
 from agent.pipeline.errors import StageError
-from agent.pipeline.overrides import Overrides, plan_overrides
+from agent.pipeline.overrides import Overrides, imports_sdk, plan_overrides, requires_sdk
 from agent.pipeline.source import SourceRequest
 from agent.settings import Settings
 
@@ -136,6 +137,22 @@ def make_plan(
         grace=settings.abort_grace,
         container=plan_container(task, settings, gpus) if settings.docker else None,
     )
+
+
+def refine_for_source(
+    plan: Plan, task: TaskSpec, settings: Settings, script_text: str, repo_requirements: str
+) -> Plan:
+    """Pure: once the source is checked out, a script that imports clearml (or a repository
+    that requires it) applies its own Args, even when the task recorded no requirements."""
+    if settings.sdk_detection != "auto" or plan.overrides.sdk:
+        return plan
+    if not (imports_sdk(script_text) or requires_sdk(repo_requirements)):
+        return plan
+    _, _, entry_args = split_entry_point(task.script.entry_point)
+    overrides = plan_overrides(
+        task, entry_args, style=settings.args_style, sdk=True, reserved_env=plan.env.keys()
+    )
+    return dataclasses.replace(plan, overrides=overrides, entry_args=overrides.argv)
 
 
 def _sdk_switch(detection: str) -> bool | None:

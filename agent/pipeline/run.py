@@ -26,8 +26,16 @@ from agent.api.models import TaskDocumentError, TaskSpec
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import Environment, PreparedEnvironment
 from agent.pipeline.errors import StageError
+from agent.pipeline.models import ModelCache, fetch_input_models
 from agent.pipeline.overrides import apply_overrides, expand_references
-from agent.pipeline.plan import HostFacts, Plan, ServerAccess, make_plan, scrub_agent_env
+from agent.pipeline.plan import (
+    HostFacts,
+    Plan,
+    ServerAccess,
+    make_plan,
+    refine_for_source,
+    scrub_agent_env,
+)
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
 from agent.settings import Settings
@@ -37,6 +45,7 @@ from agent.supervise.process import ExitInfo, describe, run_process
 
 log = structlog.get_logger()
 P = ParamSpec("P")
+MAX_HINT_CHARS = 1_000_000  # of a script read to see whether it imports clearml
 R = TypeVar("R")
 
 
@@ -54,6 +63,7 @@ class TaskContext:
     host: HostFacts
     server: ServerAccess
     environment: Environment
+    models: ModelCache
     keep_work_dir: bool = False
 
 
@@ -96,11 +106,17 @@ async def _run_stages(
         spec = await ctx.api.get_task(task_id)
         plan = make_plan(spec, ctx.settings, ctx.host, ctx.server, gpus)
         console.info(f"task {spec.name!r} ({task_id}) on {ctx.host.hostname}, gpus: {_gpus(gpus)}")
-        plan.overrides.report(console)
         source = await _stage(watch, _prepare_source, ctx, plan, console)
-        env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
+        plan = refine_for_source(plan, spec, ctx.settings, *_sdk_hints(source))
+        plan.overrides.report(console)
+        models = asyncio.ensure_future(fetch_input_models(ctx.api, spec, ctx.models, console))
+        try:  # input models download while the environment is built
+            env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
+            model_env = await models
+        finally:
+            models.cancel()
         await _record(ctx.api, spec, source, env)
-        exit_info = await _supervise(ctx.api, plan, source, env, console, shipper, watch)
+        exit_info = await _supervise(ctx.api, plan, source, env, model_env, console, shipper, watch)
         return judge(exit_info)
     except TaskDocumentError as exc:
         console.error(f"malformed task document: {exc}")
@@ -125,6 +141,18 @@ async def _stage(watch: AbortWatch, fn: Callable[P, R], *args: P.args, **kwargs:
         # discarded; its files are removed with the task's work dir.
         raise Aborted
     return work.result()
+
+
+def _sdk_hints(source: SourceResult) -> tuple[str, str]:
+    """The entry point's text and the repository's requirements.txt (for SDK detection)."""
+
+    def text(path: Path) -> str:
+        try:
+            return path.read_text(errors="replace")[:MAX_HINT_CHARS]
+        except OSError:
+            return ""
+
+    return text(source.entry_point), text(source.root / "requirements.txt")
 
 
 def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> SourceResult:
@@ -167,6 +195,7 @@ async def _supervise(
     plan: Plan,
     source: SourceResult,
     env: PreparedEnvironment,
+    model_env: dict[str, str],
     console: TaskConsole,
     shipper: LogShipper,
     watch: AbortWatch,
@@ -174,7 +203,7 @@ async def _supervise(
     if watch.tripped:
         raise Aborted
     entry: Path | str = plan.entry if plan.module else source.entry_point
-    extra_env = apply_overrides(plan.overrides, plan.task_dir)
+    extra_env = {**model_env, **apply_overrides(plan.overrides, plan.task_dir)}
     argv = list(expand_references(plan.argv(env.python, entry), extra_env))
     process_env = {**scrub_agent_env(os.environ), **plan.env, **extra_env}
     process_env["PATH"] = f"{env.venv / 'bin'}{os.pathsep}{process_env.get('PATH', '')}"
@@ -214,6 +243,7 @@ def _gpus(gpus: tuple[int, ...]) -> str:
 
 
 def _clean_up(ctx: TaskContext, task_id: str) -> None:
+    ctx.models.release(task_id)
     if ctx.keep_work_dir:
         return
     shutil.rmtree(ctx.settings.work_root / task_id, ignore_errors=True)
