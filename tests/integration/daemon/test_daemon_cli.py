@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon.support import CONVEYOR, wait_for
+from agent.server.embedded import EmbeddedServer
+from tests.helpers import api_call
+from tests.integration.daemon.support import CONVEYOR, agent_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +59,28 @@ def test_server_agent_enqueue_and_follow(tmp_path: Path) -> None:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0
     assert not (tmp_path / "data" / "server.json").exists()
+
+
+def test_build_prepares_without_running(
+    embedded_server: EmbeddedServer, tmp_path: Path, agent_cache: Path
+) -> None:
+    marker = tmp_path / "ran"
+    script = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nprint('built ok')\n"
+    task_id = api_call(
+        embedded_server,
+        "tasks.create",
+        {"name": "b", "type": "training", "script": {"diff": script, "entry_point": "b.py"}},
+    )["id"]
+    env = agent_env(embedded_server, tmp_path / "data", agent_cache, "build")
+    target = tmp_path / "target"
+    done = _run(env, "build", "--id", task_id, "--target", str(target))
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()  # prepared, not run
+    command = done.stdout.strip().splitlines()[-1]
+    assert (target / "venv" / "bin" / "python").exists()
+    assert "CLEARML_API_SECRET_KEY" not in command
+    ran = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "built ok" in ran.stdout, ran.stderr
+    assert marker.exists()

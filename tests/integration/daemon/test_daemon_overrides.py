@@ -64,7 +64,8 @@ MODEL_SCRIPT = textwrap.dedent(
     """
     import os
     print("base has", open(os.environ["CONVEYOR_INPUT_MODEL_BASE"]).read().strip())
-    print("first is base", os.environ["CONVEYOR_INPUT_MODEL"] == os.environ["CONVEYOR_INPUT_MODEL_BASE"])
+    first, base = os.environ["CONVEYOR_INPUT_MODEL"], os.environ["CONVEYOR_INPUT_MODEL_BASE"]
+    print("first is base", first == base)
     """
 )
 

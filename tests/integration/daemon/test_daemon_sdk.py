@@ -29,6 +29,8 @@ TRAIN = textwrap.dedent(
     parser.add_argument("--lr", type=float, default=0.01)
     args = parser.parse_args()
     print(f"lr is {args.lr}")
+    config = task.connect({"batch": 8, "tag": "local"}, name="Train")
+    print(f"batch is {config['batch']} tag is {config['tag']}")
     model = InputModel(model_id=task.get_parameter("General/model_id"))
     task.connect(model, name="base")
     with open(model.get_weights()) as fh:
@@ -45,7 +47,7 @@ task = Task.create(
     project_name="e2e", task_name="sdk-made", repo="{repo}", commit="{commit}",
     script="train.py", packages=["clearml==2.1.12"], argparse_args=[("lr", "0.01")],
 )
-task.set_parameters({{"Args/lr": "0.7", "General/model_id": first.id}})
+task.set_parameters({{"Args/lr": "0.7", "General/model_id": first.id, "Train/batch": "64"}})
 print("RESULT " + json.dumps({{"task": task.id, "first": first.id, "second": second.id}}))
 """
 
@@ -82,6 +84,7 @@ def test_sdk_task_sees_edited_args_and_swapped_model(
     text = console_text(embedded_server, task_id)
     assert doc["status"] == "completed", (doc.get("status_reason"), text)
     assert "lr is 0.7" in text
+    assert "batch is 64 tag is local" in text  # a connect(dict) edit, applied once by the SDK
     assert "weights say second" in text
     console = result_of(run_sdk(READ_BACK.format(task=task_id), env))["console"]
     assert any("lr is 0.7" in chunk for chunk in console)
