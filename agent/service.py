@@ -20,7 +20,7 @@ from agent.pipeline.models import ModelCache
 from agent.pipeline.plan import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
-from agent.server.embedded import EmbeddedServer, default_files_host
+from agent.server.embedded import EmbeddedServer
 from agent.settings import Settings
 from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
@@ -49,7 +49,7 @@ def control_plane(settings: Settings) -> Iterator[ServerAccess]:
     access = ServerAccess(
         api_host=server.url,
         web_host=server.url,
-        files_host=settings.files_host or default_files_host(db_path),
+        files_host=settings.files_host or server.files_host,
         access_key=server.credentials.access_key,
         secret_key=server.credentials.secret_key,
     )

@@ -39,15 +39,13 @@ def sdk_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
 
     A fresh HOME and its own clearml.conf, so no user configuration or SDK cache leaks in;
     no CLEARML_*/TRAINS_* variable from the outer environment (offline mode included); the
-    files host is a ``file://`` directory in that HOME.
+    files host is the server's own file service (``<url>/files``).
     """
     home = Path(tempfile.mkdtemp(prefix="home-", dir=_SCRATCH))
     config = home / "clearml.conf"
     # Report from a thread, not a subprocess: the subprocess reporter makes every SDK script
     # wait ~10 s at exit (an SDK-internal join); what reaches the server is the same.
     config.write_text("sdk { development { report_use_subprocess: false } }\n")
-    files = home / "files"  # artifacts and models land here (file:// files host)
-    files.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
     creds = server.credentials
     env.update(
@@ -55,7 +53,7 @@ def sdk_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
         CLEARML_CONFIG_FILE=str(config),
         CLEARML_API_HOST=server.url,
         CLEARML_WEB_HOST=server.url,
-        CLEARML_FILES_HOST=files.as_uri(),
+        CLEARML_FILES_HOST=server.files_host,
         CLEARML_API_ACCESS_KEY=creds.access_key,
         CLEARML_API_SECRET_KEY=creds.secret_key,
         CLEARML_NO_DEFAULT_SERVER="1",

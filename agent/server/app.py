@@ -2,6 +2,7 @@
 
 HTTP status always equals ``meta.result_code``. Unknown endpoints are 404, refused requests
 400/401 with a subcode and a message; only a bug in a handler yields a 500 (and is logged).
+``/files`` is the file service (``files.py``).
 The loop only reads the request and routes it; authentication, parsing, the handler and
 encoding run together in a worker thread (or inline, for the short endpoints).
 """
@@ -38,6 +39,7 @@ from agent.server import (  # noqa: F401
     workers,
 )
 from agent.server.errors import MALFORMED_BODY, ApiError, bad_request
+from agent.server.files import FileService
 from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
 from agent.server.watchdog import Watchdog
@@ -227,5 +229,9 @@ def create_app(
             if dog:
                 dog.stop()
 
-    routes = [Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])]
+    # The file service first: its prefix is not a "service.action" path.
+    routes = [
+        *FileService(state).routes(),
+        Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"]),
+    ]
     return Starlette(routes=routes, lifespan=lifespan)

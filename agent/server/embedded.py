@@ -1,7 +1,7 @@
 """The embedded control plane as a library: uvicorn in a background thread.
 
     with EmbeddedServer(db_path) as server:
-        print(server.url, server.credentials)
+        print(server.url, server.files_host, server.credentials)
 
 ``start`` binds the listening socket itself (so port 0 resolves at once) and returns when the
 app's startup has run, so the first request is served without any sleep or retry.
@@ -19,20 +19,20 @@ import uvicorn
 
 from agent.server.app import create_app
 from agent.server.bootstrap import open_state
+from agent.server.files import files_url
 from agent.server.state import Credentials, ServerConfig, ServerState
 
 __all__ = [
     "Credentials",
     "EmbeddedServer",
     "ServerRefused",
-    "default_files_host",
     "env_lines",
+    "files_url",
     "is_loopback",
 ]
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
-FILES_DIRNAME = "files"
 
 
 class ServerRefused(RuntimeError):
@@ -64,20 +64,13 @@ def url_for(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def default_files_host(db_path: Path) -> str:
-    """A ``file://`` files host next to the database (created): the SDK writes artifacts and
-    models there itself, so a single box needs no file server. Other machines need it shared."""
-    files = Path(db_path).resolve().parent / FILES_DIRNAME
-    files.mkdir(parents=True, exist_ok=True)
-    return files.as_uri()
-
-
 def env_lines(url: str, creds: Credentials, files_host: str = "") -> list[str]:
-    """The environment a ClearML SDK user pastes to use this server."""
+    """The environment a ClearML SDK user pastes to use this server; the files host defaults
+    to the server's own file service (``<url>/files``)."""
     return [
         f"CLEARML_API_HOST={url}",
         f"CLEARML_WEB_HOST={url}",
-        f"CLEARML_FILES_HOST={files_host or url}",
+        f"CLEARML_FILES_HOST={files_host or files_url(url)}",
         f"CLEARML_API_ACCESS_KEY={creds.access_key}",
         f"CLEARML_API_SECRET_KEY={creds.secret_key}",
     ]
@@ -112,6 +105,9 @@ class EmbeddedServer:
         worker_timeout: float | None = None,
         watchdog_interval: float = 5.0,
         max_requeues: int = 3,
+        files_root: Path | None = None,
+        files_quota: int | None = None,
+        files_public: bool = False,
     ) -> None:
         check_bind(host, credentials)
         self._host = host
@@ -122,6 +118,9 @@ class EmbeddedServer:
             worker_timeout=worker_timeout,
             watchdog_interval=watchdog_interval,
             max_requeues=max_requeues,
+            files_root=files_root,
+            files_quota=files_quota,
+            files_public=files_public,
         )
         self._state: ServerState | None = None
         self._server: uvicorn.Server | None = None
@@ -141,6 +140,11 @@ class EmbeddedServer:
         if not self._bound_port:
             raise RuntimeError("server not started")
         return self._bound_port
+
+    @property
+    def files_host(self) -> str:
+        """``CLEARML_FILES_HOST`` for this server: its file service, ``<url>/files``."""
+        return files_url(self.url)
 
     @property
     def credentials(self) -> Credentials:

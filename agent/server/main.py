@@ -14,13 +14,8 @@ import uvicorn
 
 from agent.server.app import create_app
 from agent.server.bootstrap import open_state
-from agent.server.embedded import (
-    bind_socket,
-    check_bind,
-    default_files_host,
-    env_lines,
-    url_for,
-)
+from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
+from agent.server.files import files_url
 from agent.server.state import Credentials, ServerConfig
 from agent.settings import Settings
 
@@ -45,24 +40,34 @@ def serve(
     credentials: Credentials | None = None,
     worker_timeout: float | None = None,
     files_host: str = "",
+    files_quota: int | None = None,
+    files_public: bool = False,
     on_ready: Callable[[str, Credentials, str], None] | None = None,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM); prints the CLEARML_* lines to paste.
 
     ``on_ready(url, credentials, files_host)`` runs once the socket is bound (the CLI records
     where the server is, so other ``conveyor`` commands on this machine find it).
-    ``files_host`` defaults to a ``file://`` directory next to the database.
+    ``files_host`` (what is printed as ``CLEARML_FILES_HOST``) defaults to this server's own
+    file service, ``<url>/files``, storing under ``<db dir>/files`` (at most ``files_quota``
+    bytes; downloads without a token if ``files_public``).
     Raises ``ServerRefused`` for a non-loopback ``host`` without explicit ``credentials``.
     """
     check_bind(host, credentials)
     state = open_state(
-        ServerConfig(db_path=Path(db_path), credentials=credentials, worker_timeout=worker_timeout)
+        ServerConfig(
+            db_path=Path(db_path),
+            credentials=credentials,
+            worker_timeout=worker_timeout,
+            files_quota=files_quota,
+            files_public=files_public,
+        )
     )
     sock = bind_socket(host, port)
     url = _public_url(host, int(sock.getsockname()[1]))
     print(f"Conveyor control plane listening on {url} (database {db_path})", flush=True)
     print("Set these in the environment of ClearML SDK users and agents:", flush=True)
-    files_host = files_host or default_files_host(db_path)
+    files_host = files_host or files_url(url)
     for line in env_lines(url, state.credentials, files_host):
         print(f"  {line}", flush=True)
     if on_ready is not None:

@@ -16,6 +16,7 @@ DEFAULT_QUEUE_NAME = "default"
 DEFAULT_WORKER_TIMEOUT = 600.0  # seconds without a report before a worker is dropped
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
 MAX_TOKEN_TTL = 365 * 24 * 3600
+FILES_DIRNAME = "files"  # the file service's storage, next to the database by default
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,13 @@ class ServerConfig:
     watchdog_interval: float = 5.0
     max_requeues: int = 3  # lost-worker requeues before the task is failed
     token_ttl: int = DEFAULT_TOKEN_TTL
+    files_root: Path | None = None  # the file service's storage; None: <db dir>/files
+    files_quota: int | None = None  # bytes the file service may store; None: the disk's size
+    files_public: bool = False  # downloads without a token (uploads and deletes always need one)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.files_root or self.db_path.resolve().parent / FILES_DIRNAME
 
 
 @dataclass(frozen=True)

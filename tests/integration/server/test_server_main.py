@@ -43,8 +43,8 @@ def test_serve_prints_env_lines_and_exits_on_sigterm(tmp_path: Path) -> None:
             timeout=30,
         )
         assert login.status_code == 200
-        assert env["CLEARML_FILES_HOST"] == (tmp_path / "files").as_uri()
-        assert (tmp_path / "files").is_dir()
+        assert env["CLEARML_FILES_HOST"] == env["CLEARML_API_HOST"] + "/files"
+        assert (tmp_path / "files").is_dir()  # the file service's storage, next to the database
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

@@ -100,8 +100,9 @@ def test_task_init_script_then_sdk_client(server: EmbeddedServer) -> None:
     assert task["script"]["entry_point"] == "sdk_script.py"
     assert task["hyperparams"]["General"]["lr"]["value"] == "0.25"
     [artifact] = [a for a in task["execution"]["artifacts"] if a["key"] == "stats"]
-    assert artifact["uri"].startswith("file://")
-    assert Path(artifact["uri"].removeprefix("file://")).is_file()
+    assert artifact["uri"].startswith(server.files_host + "/sdk/train/")
+    stored = server.state.config.files_dir / artifact["uri"].removeprefix(server.files_host + "/")
+    assert stored.is_file()
 
     client = result_of(run_sdk(CLIENT.format(task_id=train["id"]), sdk_env(server)))
     assert client["status"] == "completed"
