@@ -148,26 +148,6 @@ def build(ctx: click.Context, task_id: str, target: Path) -> None:
     click.echo(command)
 
 
-@main.command()
-@click.option("--id", "task_id", required=True, help="Task id.")
-@click.option("--target", type=click.Path(path_type=Path, file_okay=False), required=True)
-@click.pass_context
-def build(ctx: click.Context, task_id: str, target: Path) -> None:
-    """Prepare a task's source and environment in TARGET without running it."""
-    from agent.build import build_task
-    from agent.pipeline.errors import StageError
-
-    settings = settings_from(ctx)
-    server_access = access(settings)
-    try:
-        command = run(lambda: build_task(settings, server_access, task_id, target))
-    except StageError as exc:
-        click.echo(f"error: {exc.reason}", err=True)
-        sys.exit(EXIT_FAILURE)
-    click.echo("to run it (API secret left out):")
-    click.echo(command)
-
-
 @main.command("config")
 @click.pass_context
 def show_config(ctx: click.Context) -> None:
