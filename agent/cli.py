@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,6 +72,26 @@ def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
         remove_embedded_state(settings)
 
 
+# ``--docker`` alone: docker mode with the configured default image; ``--docker IMAGE``: with
+# IMAGE as the default (tasks that name an image still get theirs).
+docker_option = click.option(
+    "--docker",
+    "docker_image",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[IMAGE]",
+    help="Run tasks in containers: their own image, else IMAGE (docs/docker.md).",
+)
+
+
+def docker_flags(docker_image: str | None) -> dict[str, Any]:
+    """``--docker [IMAGE]`` → settings overrides (None: not given, the config decides)."""
+    if docker_image is None:
+        return {}
+    return {"docker": True, "docker_image": docker_image or None}
+
+
 @main.command()
 @click.argument("more_queues", nargs=-1, metavar="[QUEUE]...")
 @click.option("--queue", "queues", multiple=True, help="Queue name, in priority order.")
@@ -79,6 +100,7 @@ def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
 @click.option("--gpus", default=None, help="none | all | 0,1")
 @click.option("--api-host", default=None, help="Server URL; empty: embedded control plane.")
 @click.option("--worker-id", default=None)
+@docker_option
 @click.pass_context
 def daemon(
     ctx: click.Context,
@@ -89,8 +111,10 @@ def daemon(
     gpus: str | None,
     api_host: str | None,
     worker_id: str | None,
+    docker_image: str | None,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
+    from agent.pipeline.sandbox import SandboxUnavailable
     from agent.service import control_plane, run_daemon
 
     names = (*queues, *more_queues)
@@ -102,26 +126,32 @@ def daemon(
         gpus=gpus,
         api_host=api_host,
         worker_id=worker_id,
+        **docker_flags(docker_image),
     )
     try:
         with control_plane(settings) as server_access:
             code = run(lambda: run_daemon(settings, server_access))
-    except ConnectError as exc:
+    except (ConnectError, SandboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(int(code))
 
 
 @main.command()
 @click.option("--id", "task_id", required=True, help="Task id.")
+@docker_option
 @click.pass_context
-def execute(ctx: click.Context, task_id: str) -> None:
+def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
     """Run one task in the foreground with the daemon's pipeline."""
     from agent.pipeline.report import Status
+    from agent.pipeline.sandbox import SandboxUnavailable
     from agent.service import execute_one
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, **docker_flags(docker_image))
     server_access = access(settings)
-    outcome = run(lambda: execute_one(settings, server_access, task_id))
+    try:
+        outcome = run(lambda: execute_one(settings, server_access, task_id))
+    except SandboxUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(
         f"task {task_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
     )

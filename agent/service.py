@@ -20,6 +20,7 @@ from agent.pipeline.models import ModelCache
 from agent.pipeline.plan import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
+from agent.pipeline.sandbox import HostRuntime, Runtime
 from agent.server.embedded import EmbeddedServer
 from agent.settings import Settings
 from agent.supervise.logs import deliver_leftover_spools
@@ -89,11 +90,20 @@ def task_context(settings: Settings, access: ServerAccess, c: Clients) -> TaskCo
         shipping_api=c.shipping,
         host=host_facts(),
         server=access,
-        environment=VenvEnvironment(),
+        runtime=task_runtime(settings),
         models=ModelCache(
             settings.cache_dir / "models", int(settings.model_cache_gb * BYTES_PER_GB)
         ),
     )
+
+
+def task_runtime(settings: Settings) -> Runtime:
+    """Where tasks run: containers (docker mode) or venvs on this host."""
+    if settings.docker:
+        from agent.pipeline.container import DockerRuntime  # the docker SDK only when needed
+
+        return DockerRuntime.connect(settings)  # SandboxUnavailable: the CLI says why
+    return HostRuntime(VenvEnvironment(), settings.cache_dir)
 
 
 async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:

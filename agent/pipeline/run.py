@@ -9,8 +9,6 @@ line is delivered (or left in the spool for the next start when the server is do
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError, TaskSpec
 from agent.pipeline.abort import AbortWatch
-from agent.pipeline.environment import Environment, PreparedEnvironment
+from agent.pipeline.environment import PreparedEnvironment
 from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models
 from agent.pipeline.overrides import apply_overrides, expand_references
@@ -34,14 +32,14 @@ from agent.pipeline.plan import (
     ServerAccess,
     make_plan,
     refine_for_source,
-    scrub_agent_env,
 )
 from agent.pipeline.report import Outcome, report
+from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
 from agent.settings import Settings
 from agent.supervise.logs import LogShipper, TaskConsole
 from agent.supervise.metrics import TaskMonitor
-from agent.supervise.process import ExitInfo, describe, run_process
+from agent.supervise.process import ExitInfo, describe
 
 log = structlog.get_logger()
 P = ParamSpec("P")
@@ -62,7 +60,7 @@ class TaskContext:
     shipping_api: ApiClient  # retries forever: log delivery
     host: HostFacts
     server: ServerAccess
-    environment: Environment
+    runtime: Runtime  # where environments are built and tasks run: this host or containers
     models: ModelCache
     keep_work_dir: bool = False
 
@@ -78,17 +76,19 @@ async def run_task(
         ctx.shipping_api, task_id, worker_id, ctx.settings.spool_dir, close_timeout=None
     )
     console = TaskConsole(shipper)
-    try:
-        async with shipper:
-            watch = AbortWatch(ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval)
-            async with watch:
-                outcome = await _run_stages(ctx, task_id, gpus, console, shipper, watch)
-            console.info(_final_line(outcome))
-    except OSError as exc:  # the spool could not be written (disk full...): still report
-        outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
-        log.error("spool failure", error=str(exc))
-    # The final status must arrive even through a server outage: the forever-retrying client.
-    await report(ctx.shipping_api, task_id, outcome)
+    # The sandbox is released (a container removed) after the report: it never delays it.
+    async with ctx.runtime.sandbox(task_id) as sandbox:
+        try:
+            async with shipper:
+                watch = AbortWatch(ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval)
+                async with watch:
+                    outcome = await _run_stages(ctx, task_id, gpus, sandbox, console, watch)
+                console.info(_final_line(outcome))
+        except OSError as exc:  # the spool could not be written (disk full...): still report
+            outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
+            log.error("spool failure", error=str(exc))
+        # The final status must arrive even through a server outage: the forever-retrying client.
+        await report(ctx.shipping_api, task_id, outcome)
     _clean_up(ctx, task_id)
     structlog.contextvars.unbind_contextvars("task_id")
     return outcome
@@ -98,8 +98,8 @@ async def _run_stages(
     ctx: TaskContext,
     task_id: str,
     gpus: tuple[int, ...],
+    sandbox: Sandbox,
     console: TaskConsole,
-    shipper: LogShipper,
     watch: AbortWatch,
 ) -> Outcome:
     try:
@@ -111,13 +111,13 @@ async def _run_stages(
         plan.overrides.report(console)
         models = asyncio.ensure_future(fetch_input_models(ctx.api, spec, ctx.models, console))
         try:  # input models download while the environment is built
-            env = await _stage(watch, _prepare_environment, ctx, plan, source, console)
+            env = await _stage(watch, sandbox.prepare, plan, source, console)
             model_env = await models
         finally:
             models.cancel()
         await _record(ctx.api, spec, source, env)
-        exit_info = await _supervise(ctx.api, plan, source, env, model_env, console, shipper, watch)
-        return judge(exit_info)
+        ending = await _supervise(ctx.api, plan, source, env, model_env, sandbox, console, watch)
+        return judge(ending.exit, ending.cause)
     except TaskDocumentError as exc:
         console.error(f"malformed task document: {exc}")
         return Outcome.failed(f"malformed task document: {exc}")
@@ -169,15 +169,6 @@ def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> Sourc
     )
 
 
-def _prepare_environment(
-    ctx: TaskContext, plan: Plan, source: SourceResult, console: TaskConsole
-) -> PreparedEnvironment:
-    request = dataclasses.replace(plan.environment, source_root=source.root)
-    return ctx.environment.prepare(
-        request, task_dir=plan.task_dir, cache_dir=ctx.settings.cache_dir, console=console
-    )
-
-
 async def _record(
     api: ApiClient, spec: TaskSpec, source: SourceResult, env: PreparedEnvironment
 ) -> None:
@@ -196,42 +187,40 @@ async def _supervise(
     source: SourceResult,
     env: PreparedEnvironment,
     model_env: dict[str, str],
+    sandbox: Sandbox,
     console: TaskConsole,
-    shipper: LogShipper,
     watch: AbortWatch,
-) -> ExitInfo:
+) -> Ending:
     if watch.tripped:
         raise Aborted
     entry: Path | str = plan.entry if plan.module else source.entry_point
     extra_env = {**model_env, **apply_overrides(plan.overrides, plan.task_dir)}
     argv = list(expand_references(plan.argv(env.python, entry), extra_env))
-    process_env = {**scrub_agent_env(os.environ), **plan.env, **extra_env}
-    process_env["PATH"] = f"{env.venv / 'bin'}{os.pathsep}{process_env.get('PATH', '')}"
-    process_env["VIRTUAL_ENV"] = str(env.venv)
     console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
     started = time.monotonic()
     async with TaskMonitor(api, plan.task_id) as monitor:
-        exit_info = await run_process(
+        ending = await sandbox.run(
             argv,
             cwd=source.cwd,
-            env=process_env,
-            sink=shipper,
+            env={**plan.env, **extra_env},
+            sink=console.shipper,
             abort=watch,
             grace=plan.grace,
             timeout=plan.timeout,
             on_start=monitor.attach,
         )
-    console.info(f"process ended after {time.monotonic() - started:.1f} s: {describe(exit_info)}")
-    return exit_info
+    console.info(f"process ended after {time.monotonic() - started:.1f} s: {ending.describe()}")
+    return ending
 
 
-def judge(exit_info: ExitInfo) -> Outcome:
-    """Pure: the task's final status from how its process ended."""
+def judge(exit_info: ExitInfo, cause: str = "") -> Outcome:
+    """Pure: the task's final status from how its process ended (``cause``: what the sandbox
+    knows beyond the exit status, e.g. "out of memory (limit 2g)")."""
     if exit_info.aborted:
         return Outcome.stopped(exit_info.aborted)
     if exit_info.returncode == 0 and not exit_info.timed_out:
         return Outcome.completed()
-    return Outcome.failed(describe(exit_info))
+    return Outcome.failed(cause or describe(exit_info))
 
 
 def _final_line(outcome: Outcome) -> str:

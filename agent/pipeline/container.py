@@ -1,0 +1,453 @@
+"""Docker mode: every task in a container of its image, nothing of the agent installed there.
+
+:class:`DockerRuntime` (one per agent) connects to the engine through the docker SDK, removes the
+containers an earlier run of this agent left behind (they carry its worker id as a label: an
+agent killed with SIGKILL cannot remove its own) and opens a :class:`ContainerSandbox` per task:
+
+- ``prepare`` (the environment stage, in a worker thread):
+  1. the image, by the pull policy (``missing``, ``always``, ``never``);
+  2. the container, created *holding*: its first process (``/bin/sh`` under docker's init) waits
+     on a FIFO in the task dir, so that the environment is built in the very container the task
+     then runs in. Mounted at their host paths: the task dir (checkout, venv, configuration
+     files) and uv's cache; read-only: the uv binary (at ``/opt/conveyor/bin/uv``), the input
+     model cache and the extra CA bundle; plus the volumes the task's arguments were allowed.
+     Also: the task's environment, labels (worker, task), a GPU device request for the
+     allocated GPUs, the options the task's ``container.arguments`` were allowed
+     (:mod:`agent.pipeline.docker_plan`);
+  3. ``container.setup_shell_script``, executed in it (its output in the task's console);
+  4. the venv, built by the environment stage's logic in the container
+     (:mod:`agent.pipeline.docker_env`), or with ``--run-as-is`` the image's Python as it is;
+- ``run``: the task's command line goes to ``task.sh``; :mod:`agent.supervise.container`
+  attaches to the output, releases the hold and supervises the container to its end;
+- when the sandbox closes (after the task's report): the container is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import structlog
+from docker.types import DeviceRequest, LogConfig, Mount
+
+from agent.pipeline.console import Console
+from agent.pipeline.docker_env import UV_IN_CONTAINER, as_is, prepare_in_container
+from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
+from agent.pipeline.environment import INSTALL_TIMEOUT, UV_CACHE, PreparedEnvironment, default_uv
+from agent.pipeline.errors import StageError
+from agent.pipeline.plan import Plan
+from agent.pipeline.sandbox import Ending, SandboxUnavailable
+from agent.pipeline.source import SourceResult
+from agent.settings import Settings
+from agent.supervise.container import run_container
+from agent.supervise.lines import LineSplitter
+from agent.supervise.process import AbortSignal, LineSink
+
+log = structlog.get_logger()
+
+STAGE = "environment"
+CONTROL_DIR = ".conveyor"  # in the task dir: the hold FIFO, the task's command line
+GO_FIFO = "go"
+TASK_SCRIPT = "task.sh"
+SETUP_SCRIPT = "setup.sh"
+MODELS_DIR = "models"  # under cache_dir: the input model cache (agent/service.py)
+# The container's first process: wait for the agent's word, then become the task.
+HOLD = 'read -r _ < "$0" && exec /bin/sh "$1"'
+# setup_shell_script runs with bash when the image has it (ClearML's scripts assume bash).
+RUN_SETUP = 'if command -v bash >/dev/null 2>&1; then exec bash "$0"; else exec sh "$0"; fi'
+SETUP_TIMEOUT = 3600.0  # seconds for container.setup_shell_script
+RELEASE_TIMEOUT = 30.0  # seconds for the holding process to take the word
+RELEASE_POLL_S = 0.005
+EXEC_EXIT_WAIT = 5.0  # seconds for an exec's exit code to appear after its output ended
+LOG_MAX_SIZE = "20m"  # docker's own copy of the output (the task's log goes to the server)
+_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]+")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _why(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip() or type(exc).__name__
+
+
+class DockerRuntime:
+    """Tasks in containers (see the module docstring); one per agent process."""
+
+    def __init__(self, client: Any, settings: Settings, uv: Path) -> None:
+        self.client = client
+        self.settings = settings
+        self.uv = uv
+
+    @classmethod
+    def connect(cls, settings: Settings) -> DockerRuntime:
+        """Reach the engine and clean up after an earlier run; SandboxUnavailable if not."""
+        uv = Path(settings.docker_uv) if settings.docker_uv else default_uv()
+        if uv is None or not uv.is_file():
+            raise SandboxUnavailable(
+                f"docker mode needs a uv binary to mount into containers; {uv or 'none'} "
+                "is not one (install the uv package or set docker_uv)"
+            )
+        where = settings.docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+        try:
+            if settings.docker_host:
+                client = docker.DockerClient(base_url=settings.docker_host)
+            else:
+                client = docker.from_env()
+            client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            raise SandboxUnavailable(
+                f"docker mode: cannot reach the docker engine at {where}: {_why(exc)}"
+            ) from exc
+        runtime = cls(client, settings, uv.absolute())
+        runtime.remove_leftovers()
+        return runtime
+
+    def remove_leftovers(self) -> int:
+        """Remove containers labelled with this agent's worker id (a killed run's)."""
+        label = f"{LABEL_WORKER}={self.settings.effective_worker_id}"
+        removed = 0
+        # sparse: no inspection of each one (a container being removed would fail it)
+        for container in self.client.containers.list(
+            all=True, sparse=True, filters={"label": label}
+        ):
+            log.warning("removing a leftover task container", container=container.short_id)
+            remove_container(container)
+            removed += 1
+        return removed
+
+    @contextlib.asynccontextmanager
+    async def sandbox(self, task_id: str) -> AsyncIterator[ContainerSandbox]:
+        box = ContainerSandbox(self)
+        try:
+            yield box
+        finally:
+            # Also when the task is cancelled: the removal goes on even if we stop waiting.
+            await asyncio.shield(box.close())
+
+
+def remove_container(container: Any) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:  # e.g. a removal already in progress
+        log.warning("container not removed", container=container.short_id, error=_why(exc))
+
+
+def container_name(task_id: str) -> str:
+    return f"conveyor-{_NAME_CHARS.sub('-', task_id)[:40]}-{os.urandom(3).hex()}"
+
+
+class ContainerSandbox:
+    """One task's container (see the module docstring)."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.runtime = runtime
+        self.client = runtime.client
+        self.container: Any = None
+        self._lock = threading.Lock()  # the stage thread creates, close() removes
+        self._closed = False
+        self._plan: ContainerPlan | None = None
+        self._control = Path()
+        self._prepared: PreparedEnvironment | None = None
+
+    # --- the environment stage (a worker thread) ---------------------------------------------
+    def prepare(self, plan: Plan, source: SourceResult, console: Console) -> PreparedEnvironment:
+        if plan.container is None:
+            raise StageError("docker mode without a container plan", stage=STAGE)
+        self._plan = plan.container
+        cache_dir = self.runtime.settings.cache_dir.absolute()
+        request = dataclasses.replace(plan.environment, source_root=source.root)
+        try:
+            image = self._image(plan.container, console)
+            self._start(plan, plan.container, image, console)
+            if plan.container.setup_script:
+                self._setup(plan.container.setup_script, console)
+            if plan.container.run_as_is:
+                env = as_is(request, run=self.exec, cache_dir=cache_dir, console=console)
+            else:
+                env = prepare_in_container(
+                    request,
+                    run=self.exec,
+                    task_dir=plan.task_dir,
+                    cache_dir=cache_dir,
+                    image_id=image.id,
+                    console=console,
+                    timeout=INSTALL_TIMEOUT,
+                )
+        except docker.errors.DockerException as exc:
+            raise StageError(f"docker engine: {_why(exc)}", stage=STAGE) from exc
+        except OSError as exc:  # disk full, permissions, or the engine's connection
+            raise StageError(f"could not create the container: {exc}", stage=STAGE) from exc
+        self._prepared = env
+        return env
+
+    def _image(self, cplan: ContainerPlan, console: Console) -> Any:
+        ref = cplan.image
+        try:
+            local = self.client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            local = None
+        if local is not None and cplan.pull != "always":
+            return local
+        if cplan.pull == "never":
+            raise StageError(
+                f"image {ref} not found locally and could not be pulled: pulling is disabled "
+                "(docker_pull = never)",
+                stage=STAGE,
+            )
+        console.info(f"image {ref}: pulling")
+        started = time.monotonic()
+        try:
+            pulled = self.client.images.pull(ref)
+        except (docker.errors.DockerException, OSError) as exc:
+            if local is None:
+                raise StageError(
+                    f"image {ref} not found locally and could not be pulled: {_why(exc)}",
+                    stage=STAGE,
+                ) from exc
+            console.info(f"image {ref}: pull failed ({_why(exc)}); using the local copy")
+            return local
+        console.info(f"image {ref}: pulled in {time.monotonic() - started:.1f} s")
+        return pulled
+
+    def _start(self, plan: Plan, cplan: ContainerPlan, image: Any, console: Console) -> None:
+        self._control = plan.task_dir.absolute() / CONTROL_DIR
+        self._control.mkdir(parents=True, exist_ok=True)
+        fifo = self._control / GO_FIFO
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        kwargs = self._create_args(plan, cplan, image)
+        with self._lock:
+            if self._closed:
+                raise StageError("the task ended before its container was created", stage=STAGE)
+            self.container = self.client.containers.create(**kwargs)
+        self.container.start()
+        gpus = ",".join(map(str, cplan.gpus)) or "none"
+        console.info(
+            f"container {self.container.name} from {cplan.image} ({image.short_id}), "
+            f"network {cplan.network}, gpus {gpus}"
+        )
+
+    def _create_args(self, plan: Plan, cplan: ContainerPlan, image: Any) -> dict[str, Any]:
+        settings = self.runtime.settings
+        task_dir = str(plan.task_dir.absolute())
+        uv_cache = settings.cache_dir.absolute() / UV_CACHE
+        uv_cache.mkdir(parents=True, exist_ok=True)
+        mounts = [
+            Mount(task_dir, task_dir, type="bind"),
+            Mount(str(uv_cache), str(uv_cache), type="bind"),
+            Mount(UV_IN_CONTAINER, str(self.runtime.uv), type="bind", read_only=True),
+        ]
+        models = settings.cache_dir.absolute() / MODELS_DIR  # input models: read-only
+        models.mkdir(parents=True, exist_ok=True)
+        mounts.append(Mount(str(models), str(models), type="bind", read_only=True))
+        if settings.extra_ca_bundle:
+            bundle = str(Path(settings.extra_ca_bundle).absolute())
+            mounts.append(Mount(bundle, bundle, type="bind", read_only=True))
+        for volume in cplan.options.volumes:
+            mounts.append(
+                Mount(volume.target, volume.source, type="bind", read_only=volume.read_only)
+            )
+        gpus = [DeviceRequest(device_ids=[str(g) for g in cplan.gpus], capabilities=[["gpu"]])]
+        return {
+            **cplan.options.kwargs,
+            "image": image.id,
+            "command": ["/bin/sh", "-c", HOLD, str(self._control / GO_FIFO), self._script_path],
+            "name": container_name(plan.task_id),
+            "labels": dict(cplan.labels),
+            "environment": {**plan.env, **cplan.env},
+            "mounts": mounts,
+            "network_mode": cplan.network,
+            "init": True,  # docker's init as PID 1: signals reach the task, zombies are reaped
+            "device_requests": gpus if cplan.gpus else None,
+            "log_config": LogConfig(type="json-file", config={"max-size": LOG_MAX_SIZE}),
+            "working_dir": task_dir,
+            "stdin_open": False,
+            "tty": False,
+        }
+
+    @property
+    def _script_path(self) -> str:
+        return str(self._control / TASK_SCRIPT)
+
+    def _setup(self, script: str, console: Console) -> None:
+        path = self._control / SETUP_SCRIPT
+        path.write_text(script, encoding="utf-8")
+        console.info("setup_shell_script: running in the container")
+        started = time.monotonic()
+        done = self.exec(
+            ["/bin/sh", "-c", RUN_SETUP, str(path)],
+            env={},
+            timeout=SETUP_TIMEOUT,
+            what="setup_shell_script",
+            on_line=lambda line, level: (console.error if level == "error" else console.info)(
+                f"setup: {line}"
+            ),
+        )
+        if done.returncode != 0:
+            raise StageError(
+                f"container.setup_shell_script failed: exit code {done.returncode} "
+                "(its output is in the console)",
+                stage=STAGE,
+            )
+        console.info(f"setup_shell_script: done in {time.monotonic() - started:.1f} s")
+
+    # --- running commands in the container -----------------------------------------------------
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        what: str,
+        on_line: Callable[[str, str], None] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the container to its end; past ``timeout`` the container is killed
+        (an exec cannot be) and the stage fails."""
+        api = self.client.api
+        exec_id = api.exec_create(self.container.id, list(argv), environment=dict(env))["Id"]
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            with contextlib.suppress(docker.errors.APIError):
+                self.container.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            stdout, stderr = _collect(api.exec_start(exec_id, stream=True, demux=True), on_line)
+        finally:
+            timer.cancel()
+        if timed_out.is_set():
+            raise StageError(f"{what or argv[0]} timed out after {timeout:.0f} s", stage=STAGE)
+        code = self._exec_exit_code(exec_id)
+        return subprocess.CompletedProcess(list(argv), code, stdout, stderr)
+
+    def _exec_exit_code(self, exec_id: str) -> int:
+        deadline = time.monotonic() + EXEC_EXIT_WAIT
+        while True:
+            state = self.client.api.exec_inspect(exec_id)
+            if not state.get("Running") or time.monotonic() > deadline:
+                code = state.get("ExitCode")
+                return int(code) if code is not None else -1
+            time.sleep(RELEASE_POLL_S)
+
+    # --- supervise ---------------------------------------------------------------------------
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        sink: LineSink,
+        abort: AbortSignal,
+        grace: float,
+        timeout: float | None,
+        on_start: Callable[[int], None],
+    ) -> Ending:
+        assert self._plan is not None and self._prepared is not None, "prepare() first"
+        self._write_task_script(argv, cwd, env)
+        ended = await run_container(
+            self.container,
+            release=self._release,
+            sink=sink,
+            abort=abort,
+            grace=grace,
+            timeout=timeout,
+            on_start=on_start,
+        )
+        cause = ""
+        if ended.oom_killed and not ended.info.succeeded:
+            limit = self._plan.options.memory
+            cause = f"out of memory (limit {limit})" if limit else "out of memory"
+        return Ending(ended.info, cause)
+
+    def _write_task_script(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
+        """The task's command line, exec'd by the holding process (mode 0600: it holds the
+        task's credentials, like the environment of a process on the host)."""
+        assert self._plan is not None and self._prepared is not None
+        lines = ["# the task's command line, written by the conveyor agent"]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items() if _ENV_NAME.match(k)]
+        if not self._plan.run_as_is:
+            venv = str(self._prepared.venv)
+            lines.append(f'export PATH={shlex.quote(venv + "/bin")}:"$PATH"')
+            lines.append(f"export VIRTUAL_ENV={shlex.quote(venv)}")
+        lines.append(f"cd {shlex.quote(str(cwd))} || exit 126")
+        lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
+        fd = os.open(self._script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    def _release(self) -> None:
+        """Give the holding process its word (blocking: called in a thread)."""
+        fifo = self._control / GO_FIFO
+        deadline = time.monotonic() + RELEASE_TIMEOUT
+        next_check = time.monotonic() + 1.0
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody reads it (yet)
+                    raise StageError(f"cannot start the task: {exc}", stage="supervise") from exc
+            now = time.monotonic()
+            if now > next_check:
+                if not self._running():
+                    now = deadline + 1
+                next_check = now + 1.0
+            if now > deadline:
+                raise StageError(
+                    "the container exited before its task started (does the image have /bin/sh?)",
+                    stage="supervise",
+                )
+            time.sleep(RELEASE_POLL_S)
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+
+    def _running(self) -> bool:
+        self.container.reload()
+        return bool(self.container.status == "running")
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            container = self.container
+        if container is not None:
+            await asyncio.to_thread(remove_container, container)
+
+
+def _collect(stream: Any, on_line: Callable[[str, str], None] | None) -> tuple[str, str]:
+    """An exec's demultiplexed output, decoded; each line also to ``on_line`` as it comes."""
+    chunks: dict[str, list[bytes]] = {"info": [], "error": []}
+    splitters = {"info": LineSplitter(), "error": LineSplitter()}
+    for out, err in stream:
+        for level, chunk in (("info", out), ("error", err)):
+            if not chunk:
+                continue
+            chunks[level].append(chunk)
+            if on_line is not None:
+                for line in splitters[level].feed(chunk, time.time()):
+                    on_line(line, level)
+    if on_line is not None:
+        for level, splitter in splitters.items():
+            for line in splitter.finish(time.time()):
+                on_line(line, level)
+    text = {k: b"".join(v).decode("utf-8", errors="replace") for k, v in chunks.items()}
+    return text["info"], text["error"]

@@ -1,0 +1,188 @@
+"""Running a task's process in its container: attach, release, wait, stop, read the ending.
+
+The container is created holding (its first process waits for a word from the agent, see
+:mod:`agent.pipeline.container`); this module is the container's :func:`run_process`:
+
+1. attach to the container's stdout and stderr (kept apart) *before* the task starts, so no line
+   is missed; a pump thread cuts them into lines, stdout at level info and stderr at level error,
+   into the sink (the task's LogShipper: the same spool, batching and retries as on the host);
+2. release the task: the container's first process execs it (under docker's init, so signals
+   reach it);
+3. wait for the container to exit, an abort, the deadline or a failing pump; on anything but an
+   exit: ``stop(timeout=grace)`` (SIGTERM through the init, SIGKILL after ``grace``), then
+   ``kill`` if it still runs;
+4. the exit code and ``OOMKilled`` come from the container's state;
+5. the pump drains what the stream still holds.
+
+The container is not removed here: the sandbox removes it after the task's report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import structlog
+
+from agent.supervise.lines import LineSplitter
+from agent.supervise.process import (
+    ABORTED,
+    EXITED,
+    PUMP_DRAIN_TIMEOUT_S,
+    PUMP_FAILED,
+    TIMED_OUT,
+    AbortSignal,
+    ExitInfo,
+    LineSink,
+)
+
+log = structlog.get_logger()
+
+STDOUT, STDERR = "info", "error"  # log levels of the two streams
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    info: ExitInfo
+    oom_killed: bool  # the kernel killed a process of the container for memory
+
+
+def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], sink: LineSink) -> None:
+    """Demultiplexed frames → lines (stamped when read) → the sink. Runs in a thread."""
+    splitters = {STDOUT: LineSplitter(), STDERR: LineSplitter()}
+    for out, err in stream:
+        now = time.time()
+        for level, chunk in ((STDOUT, out), (STDERR, err)):
+            if chunk:
+                for line in splitters[level].feed(chunk, now):
+                    sink.write(line, level, now)
+    now = time.time()
+    for level, splitter in splitters.items():
+        for line in splitter.finish(now):
+            sink.write(line, level, now)
+
+
+def _wait(container: Any) -> None:
+    try:
+        container.wait()
+    except docker.errors.NotFound:
+        return  # removed under us (agent shutting down): it certainly stopped
+
+
+def stop_container(container: Any, grace: float) -> None:
+    """SIGTERM (through the init process), ``grace`` seconds, SIGKILL; then make sure."""
+    try:
+        container.stop(timeout=math.ceil(grace))
+        container.reload()
+        if container.status == "running":
+            container.kill()
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        log.warning("container stop failed, killing it", container=container.id, error=str(exc))
+        with contextlib.suppress(docker.errors.APIError):
+            container.kill()
+
+
+async def _first_ending(
+    waiter: asyncio.Future[None],
+    pump: asyncio.Future[None],
+    abort: AbortSignal,
+    deadline: float | None,
+) -> str:
+    aborted = asyncio.ensure_future(abort.event.wait())
+    watched: set[asyncio.Future[Any]] = {waiter, pump, aborted}
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return TIMED_OUT
+            done, _ = await asyncio.wait(
+                watched, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pump in done and pump.exception() is not None:
+                return PUMP_FAILED
+            if waiter in done:
+                return EXITED
+            if aborted in done:
+                return ABORTED
+            watched.discard(pump)  # the streams closed before the exit: keep waiting
+    finally:
+        aborted.cancel()
+
+
+async def run_container(
+    container: Any,
+    *,
+    release: Callable[[], None],
+    sink: LineSink,
+    abort: AbortSignal,
+    grace: float = 10.0,
+    timeout: float | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ContainerExit:
+    """Run the task held in ``container`` to its end; its output into ``sink``.
+
+    Re-raises a sink error (the spool's disk is full) after stopping the container. The
+    container is stopped when this returns or raises (cancellation included).
+    """
+    stream = await asyncio.to_thread(
+        container.attach, stdout=True, stderr=True, stream=True, demux=True, logs=False
+    )
+    pump = asyncio.ensure_future(asyncio.to_thread(_pump, stream, sink))
+    started = time.monotonic()
+    deadline = started + timeout if timeout else None
+    try:
+        await asyncio.to_thread(release)
+        waiter = asyncio.ensure_future(asyncio.to_thread(_wait, container))
+        await asyncio.to_thread(container.reload)
+        if on_start is not None and container.attrs["State"].get("Pid"):
+            on_start(int(container.attrs["State"]["Pid"]))
+        log.info("container task started", container=container.id[:12])
+        ending = await _first_ending(waiter, pump, abort, deadline)
+        if ending != EXITED:
+            log.info("stopping container", container=container.id[:12], why=ending, grace=grace)
+            await asyncio.to_thread(stop_container, container, grace)
+        await waiter
+        await asyncio.to_thread(container.reload)
+    except BaseException:
+        # Cancelled (or the engine failed) mid-run: never leave the task running.
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            container.kill()
+        stream.close()
+        raise
+    duration = time.monotonic() - started
+    await _drain(pump, stream)
+    state = container.attrs["State"]
+    return ContainerExit(
+        info=ExitInfo(
+            returncode=int(state.get("ExitCode", -1)),
+            signal=None,
+            aborted=(abort.reason or "aborted") if ending == ABORTED else None,
+            timed_out=ending == TIMED_OUT,
+            duration=duration,
+            timeout=timeout,
+        ),
+        oom_killed=bool(state.get("OOMKilled")),
+    )
+
+
+async def _drain(pump: asyncio.Future[None], stream: Any) -> None:
+    """Let the pump read what is left; re-raise its error (a sink that failed)."""
+    done, _ = await asyncio.wait({pump}, timeout=PUMP_DRAIN_TIMEOUT_S)
+    if not done:
+        log.warning("container output stream still open after it stopped; closing it")
+        # The pump thread ends with the closed socket's error, whatever its type: collected
+        # here so it is not reported as never retrieved.
+        pump.add_done_callback(lambda f: f.cancelled() or f.exception())
+        stream.close()
+        return
+    error = pump.exception()
+    if error is not None:
+        raise error
