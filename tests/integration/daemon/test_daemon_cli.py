@@ -7,12 +7,20 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import api_call
-from tests.integration.daemon.support import CONVEYOR, agent_env, wait_for
+from tests.integration.daemon.support import (
+    CONVEYOR,
+    Repo,
+    agent_env,
+    console_text,
+    wait_final,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +92,25 @@ def test_build_prepares_without_running(
     )
     assert "built ok" in ran.stdout, ran.stderr
     assert marker.exists()
+
+
+def test_enqueue_from_a_dirty_checkout_runs_the_uncommitted_code(
+    embedded_server: EmbeddedServer,
+    repo: Repo,
+    tmp_path: Path,
+    agent_cache: Path,
+    agent_factory: Any,
+) -> None:
+    repo.commit({"app/run.py": "print('committed version')\n"})
+    (repo.work / "app" / "run.py").write_text("print('uncommitted version')\n")
+    agent_factory(queue="dirty")
+    env = agent_env(embedded_server, tmp_path / "cli", agent_cache, "cli")
+    enq = _run(env, "enqueue", str(repo.work / "app" / "run.py"), "--queue", "dirty")
+    assert enq.returncode == 0, enq.stderr
+    task_id = enq.stdout.strip()
+    doc = wait_final(embedded_server, task_id)
+    assert doc["status"] == "completed", doc.get("status_reason")
+    assert doc["script"]["repository"]  # sent as a git task, not as a literal script
+    lines = console_text(embedded_server, task_id).splitlines()
+    assert "uncommitted version" in lines
+    assert "committed version" not in lines
