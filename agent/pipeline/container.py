@@ -150,6 +150,48 @@ def container_name(task_id: str) -> str:
     return f"conveyor-{_NAME_CHARS.sub('-', task_id)[:40]}-{os.urandom(3).hex()}"
 
 
+def create_args(
+    plan: Plan,
+    cplan: ContainerPlan,
+    image_id: str,
+    settings: Settings,
+    uv: Path,
+    control: Path,
+) -> dict[str, Any]:
+    """Pure: the ``containers.create`` arguments of a task's holding container."""
+    task_dir = str(plan.task_dir.absolute())
+    uv_cache = str(settings.cache_dir.absolute() / UV_CACHE)
+    models = str(settings.cache_dir.absolute() / MODELS_DIR)
+    mounts = [
+        Mount(task_dir, task_dir, type="bind"),
+        Mount(uv_cache, uv_cache, type="bind"),
+        Mount(UV_IN_CONTAINER, str(uv), type="bind", read_only=True),
+        Mount(models, models, type="bind", read_only=True),  # input models
+    ]
+    if settings.extra_ca_bundle:
+        bundle = str(Path(settings.extra_ca_bundle).absolute())
+        mounts.append(Mount(bundle, bundle, type="bind", read_only=True))
+    for volume in cplan.options.volumes:
+        mounts.append(Mount(volume.target, volume.source, type="bind", read_only=volume.read_only))
+    gpus = [DeviceRequest(device_ids=[str(g) for g in cplan.gpus], capabilities=[["gpu"]])]
+    return {
+        **cplan.options.kwargs,
+        "image": image_id,
+        "command": ["/bin/sh", "-c", HOLD, str(control / GO_FIFO), str(control / TASK_SCRIPT)],
+        "name": container_name(plan.task_id),
+        "labels": dict(cplan.labels),
+        "environment": {**plan.env, **cplan.env},
+        "mounts": mounts,
+        "network_mode": cplan.network,
+        "init": True,  # docker's init as PID 1: signals reach the task, zombies are reaped
+        "device_requests": gpus if cplan.gpus else None,
+        "log_config": LogConfig(type="json-file", config={"max-size": LOG_MAX_SIZE}),
+        "working_dir": task_dir,
+        "stdin_open": False,
+        "tty": False,
+    }
+
+
 class ContainerSandbox:
     """One task's container (see the module docstring)."""
 
@@ -229,7 +271,10 @@ class ContainerSandbox:
         fifo = self._control / GO_FIFO
         fifo.unlink(missing_ok=True)
         os.mkfifo(fifo, 0o600)
-        kwargs = self._create_args(plan, cplan, image)
+        settings = self.runtime.settings
+        for shared in (UV_CACHE, MODELS_DIR):  # bind mount sources must exist
+            (settings.cache_dir.absolute() / shared).mkdir(parents=True, exist_ok=True)
+        kwargs = create_args(plan, cplan, image.id, settings, self.runtime.uv, self._control)
         with self._lock:
             if self._closed:
                 raise StageError("the task ended before its container was created", stage=STAGE)
@@ -240,44 +285,6 @@ class ContainerSandbox:
             f"container {self.container.name} from {cplan.image} ({image.short_id}), "
             f"network {cplan.network}, gpus {gpus}"
         )
-
-    def _create_args(self, plan: Plan, cplan: ContainerPlan, image: Any) -> dict[str, Any]:
-        settings = self.runtime.settings
-        task_dir = str(plan.task_dir.absolute())
-        uv_cache = settings.cache_dir.absolute() / UV_CACHE
-        uv_cache.mkdir(parents=True, exist_ok=True)
-        mounts = [
-            Mount(task_dir, task_dir, type="bind"),
-            Mount(str(uv_cache), str(uv_cache), type="bind"),
-            Mount(UV_IN_CONTAINER, str(self.runtime.uv), type="bind", read_only=True),
-        ]
-        models = settings.cache_dir.absolute() / MODELS_DIR  # input models: read-only
-        models.mkdir(parents=True, exist_ok=True)
-        mounts.append(Mount(str(models), str(models), type="bind", read_only=True))
-        if settings.extra_ca_bundle:
-            bundle = str(Path(settings.extra_ca_bundle).absolute())
-            mounts.append(Mount(bundle, bundle, type="bind", read_only=True))
-        for volume in cplan.options.volumes:
-            mounts.append(
-                Mount(volume.target, volume.source, type="bind", read_only=volume.read_only)
-            )
-        gpus = [DeviceRequest(device_ids=[str(g) for g in cplan.gpus], capabilities=[["gpu"]])]
-        return {
-            **cplan.options.kwargs,
-            "image": image.id,
-            "command": ["/bin/sh", "-c", HOLD, str(self._control / GO_FIFO), self._script_path],
-            "name": container_name(plan.task_id),
-            "labels": dict(cplan.labels),
-            "environment": {**plan.env, **cplan.env},
-            "mounts": mounts,
-            "network_mode": cplan.network,
-            "init": True,  # docker's init as PID 1: signals reach the task, zombies are reaped
-            "device_requests": gpus if cplan.gpus else None,
-            "log_config": LogConfig(type="json-file", config={"max-size": LOG_MAX_SIZE}),
-            "working_dir": task_dir,
-            "stdin_open": False,
-            "tty": False,
-        }
 
     @property
     def _script_path(self) -> str:

@@ -4,6 +4,7 @@ image (never pulled), the real embedded server."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from agent.server.embedded import EmbeddedServer
 from tests.docker.conftest import BASE_IMAGE, docker_agent_env, stop_agent, task_containers
 from tests.helpers import api_call
 from tests.integration.daemon.support import (
+    CONVEYOR,
+    agent_env,
     console_text,
     create_task,
     start_agent,
@@ -193,3 +196,45 @@ def test_cli_flag_names_the_default_image(
         assert f"from {BASE_IMAGE}" in text
     finally:
         stop_agent(agent)
+
+
+def test_abort_during_setup_and_the_task_timeout_end_their_containers(
+    embedded_server: EmbeddedServer, docker_agent_factory: Any, docker_client: Any
+) -> None:
+    docker_agent_factory(embedded_server, CONVEYOR_TASK_TIMEOUT="3")
+    stuck = create_task(
+        embedded_server, "stuck-setup", literal("print(1)\n"), queue="dq",
+        container={"setup_shell_script": "echo setting up\nsleep 600\n"},
+    )  # fmt: skip
+    wait_for(lambda: "setup: setting up" in console_text(embedded_server, stuck), 60, "the setup")
+    api_call(embedded_server, "tasks.stop", {"task": stuck})
+    doc = wait_final(embedded_server, stuck, timeout=60)
+    assert doc["status"] == "stopped", doc.get("status_reason")
+    wait_for(lambda: not task_containers(docker_client, stuck), 30, "the container to go")
+
+    slow = create_task(embedded_server, "slow", literal(LONG), queue="dq")
+    doc = wait_final(embedded_server, slow, timeout=60)
+    assert doc["status"] == "failed"
+    assert doc["status_reason"] == "timed out after 3 s"
+    assert "long task started" in console_text(embedded_server, slow)
+    wait_for(lambda: not task_containers(docker_client, slow), 30, "the container to go")
+
+
+def test_execute_runs_one_task_in_a_container(
+    embedded_server: EmbeddedServer, docker_client: Any, tmp_path: Path, docker_cache: Path
+) -> None:
+    where = "import os\nprint('in container:', os.path.exists('/.dockerenv'))\n"
+    task_id = api_call(
+        embedded_server, "tasks.create",
+        {"name": "fg", "type": "training", "script": literal(where)},
+    )["id"]  # fmt: skip
+    env = {**agent_env(embedded_server, tmp_path / "fg", docker_cache, "fg"), **docker_agent_env()}
+    del env["CONVEYOR_DOCKER"], env["CONVEYOR_DOCKER_IMAGE"]
+    done = subprocess.run(
+        [str(CONVEYOR), "execute", "--id", task_id, "--docker", BASE_IMAGE],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"task {task_id}: completed" in done.stdout
+    assert "in container: True" in console_text(embedded_server, task_id)
+    assert not task_containers(docker_client, task_id)  # removed before execute returns
