@@ -17,6 +17,7 @@ Refusals are plain-text bodies (the SDK shows them): 400 bad path, 401 no or bad
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -50,7 +51,7 @@ from agent.server.state import ServerState
 log = structlog.get_logger()
 
 FILES_PREFIX = "/files"
-FEED_BYTES = 1 << 20  # body bytes handed to the parser (in a worker thread) at a time
+FEED_BYTES = 4 << 20  # body bytes handed to the parser (in a worker thread) at a time
 READ_CHUNK = 256 << 10  # download chunk
 # After a refusal the rest of the request body is read and dropped, up to this much, so the
 # client gets the answer rather than a reset connection; past it the connection is closed.
@@ -112,15 +113,25 @@ class FileService:
 
     async def _upload(self, request: Request, body: AsyncIterator[bytes], path: str) -> Response:
         receiver = _Receiver(self.store, path, _boundary(request.headers.get("content-type", "")))
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Future[None] | None = None
         try:
+            # Pipelined: a worker thread parses and writes one buffer while the loop receives
+            # the next (one thread hop per FEED_BYTES; at most two buffers per upload).
             buffer = bytearray()
             async for chunk in body:
                 buffer += chunk
                 if len(buffer) >= FEED_BYTES:
-                    await run_in_threadpool(receiver.feed, bytes(buffer))
-                    buffer.clear()
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(None, receiver.feed, buffer)
+                    buffer = bytearray()  # the thread owns the full one now
+            if writing is not None:
+                await writing
             stored = await run_in_threadpool(receiver.finish, bytes(buffer))
         except BaseException:
+            if writing is not None and not writing.done():
+                await asyncio.wait([writing])  # its files must be complete before dropping them
             await run_in_threadpool(receiver.abort)
             raise
         for item in stored:
@@ -195,9 +206,9 @@ class _Receiver:
             max_header_size=MAX_PART_HEADER_BYTES,
         )
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         try:
-            self._parser.write(data)
+            self._parser.write(data)  # type: ignore[arg-type]  # bytearray works as bytes
         except MultipartParseError as exc:
             raise refused(f"malformed multipart body: {exc}") from exc
 
@@ -231,7 +242,7 @@ class _Receiver:
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is None:
             raise refused("multipart data before the part's headers")
-        self._current[1].write(data[start:end])
+        self._current[1].write(memoryview(data)[start:end])  # no copy of the slice
 
     def _part_end(self) -> None:
         if self._current is not None:

@@ -64,7 +64,7 @@ class Staged:
         self._open = True
         self.committed = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._store.reserve(len(data))
         self.size += len(data)
         try:

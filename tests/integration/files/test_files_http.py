@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from agent.server.embedded import EmbeddedServer
+from agent.server.files import FEED_BYTES
 from agent.server.files_paths import STAGING_DIR
 from tests.helpers import token_for, wait_for
 
@@ -264,18 +265,19 @@ def test_malformed_and_truncated_uploads_store_nothing(
 
 
 def test_client_gone_mid_upload_leaves_no_object(embedded_server: EmbeddedServer) -> None:
-    server = embedded_server  # no quota: the 3 MB sent are written before the client goes
+    server = embedded_server  # no quota: what is sent is written before the client goes
+    sent = FEED_BYTES + 1_000_000  # more than one buffer: a staging file exists
     host, port = server.url.removeprefix("http://").split(":")
     part_head = (
         b'--BOUND\r\nContent-Disposition: form-data; name="gone/g.bin"; filename="g"\r\n\r\n'
     )
     head = (
-        f"POST /files HTTP/1.1\r\nHost: {host}\r\nContent-Length: 10000000\r\n"
+        f"POST /files HTTP/1.1\r\nHost: {host}\r\nContent-Length: {2 * sent}\r\n"
         f"Authorization: Bearer {token_for(server)}\r\n"
         "Content-Type: multipart/form-data; boundary=BOUND\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head + part_head + b"z" * 3_000_000)
+        sock.sendall(head + part_head + b"z" * sent)
         staging = _root(server) / STAGING_DIR
         wait_for(lambda: any(staging.iterdir()), timeout=30)
     wait_for(lambda: not any(staging.iterdir()), timeout=30)
