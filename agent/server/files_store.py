@@ -65,7 +65,7 @@ class Staged:
         self.committed = False
 
     def write(self, data: bytes | memoryview) -> None:
-        self._store.reserve(len(data))
+        self._store.reserve(len(data), self.size)
         self.size += len(data)
         try:
             self._file.write(data)
@@ -123,14 +123,17 @@ class FileStore:
             self._used = _tree_size(self.root, skip=self.staging)
         return self._used
 
-    def reserve(self, n: int) -> None:
+    def reserve(self, n: int, upload_so_far: int = 0) -> None:
+        """Count ``n`` more bytes of an upload that has ``upload_so_far`` reserved already."""
         if self.quota is None:
             return
         with self._lock:
             used = self._usage()
             if used + n > self.quota:
                 raise too_large(
-                    f"upload exceeds the files quota: {_mib(used)} of {_mib(self.quota)} used"
+                    f"upload exceeds the files quota of {_mib(self.quota)}: "
+                    f"{_mib(used - upload_so_far)} already used, "
+                    f"the upload passed it at {_mib(upload_so_far + n)}"
                 )
             self._used = used + n
 
