@@ -55,6 +55,7 @@ from agent.settings import Settings
 from agent.supervise.container import run_container
 from agent.supervise.lines import LineSplitter
 from agent.supervise.process import AbortSignal, LineSink
+from agent.supervise.spool import SpoolError
 
 log = structlog.get_logger()
 
@@ -72,6 +73,7 @@ SETUP_TIMEOUT = 3600.0  # seconds for container.setup_shell_script
 RELEASE_TIMEOUT = 30.0  # seconds for the holding process to take the word
 RELEASE_POLL_S = 0.005
 EXEC_EXIT_WAIT = 5.0  # seconds for an exec's exit code to appear after its output ended
+API_TIMEOUT = 300  # seconds for one engine request (removing a big container can be slow)
 LOG_MAX_SIZE = "20m"  # docker's own copy of the output (the task's log goes to the server)
 _NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]+")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,10 +103,12 @@ class DockerRuntime:
             )
         where = settings.docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
         try:
+            # Every running task holds two connections (its output, its wait) for its lifetime.
+            options = {"timeout": API_TIMEOUT, "max_pool_size": max(10, 4 * settings.slots)}
             if settings.docker_host:
-                client = docker.DockerClient(base_url=settings.docker_host)
+                client = docker.DockerClient(base_url=settings.docker_host, **options)
             else:
-                client = docker.from_env()
+                client = docker.from_env(**options)
             client.ping()
         except (docker.errors.DockerException, OSError) as exc:
             raise SandboxUnavailable(
@@ -369,15 +373,22 @@ class ContainerSandbox:
     ) -> Ending:
         assert self._plan is not None and self._prepared is not None, "prepare() first"
         self._write_task_script(argv, cwd, env)
-        ended = await run_container(
-            self.container,
-            release=self._release,
-            sink=sink,
-            abort=abort,
-            grace=grace,
-            timeout=timeout,
-            on_start=on_start,
-        )
+        try:
+            ended = await run_container(
+                self.container,
+                release=self._release,
+                sink=sink,
+                abort=abort,
+                grace=grace,
+                timeout=timeout,
+                on_start=on_start,
+            )
+        except SpoolError:
+            raise  # the task's log cannot be kept: the pipeline reports that
+        except (docker.errors.DockerException, OSError) as exc:  # the engine went away
+            raise StageError(
+                f"docker engine failed during the task: {_why(exc)}", stage="supervise"
+            ) from exc
         cause = ""
         if ended.oom_killed and not ended.info.succeeded:
             limit = self._plan.options.memory
