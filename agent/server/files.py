@@ -130,8 +130,12 @@ class FileService:
                 await writing
             stored = await run_in_threadpool(receiver.finish, bytes(buffer))
         except BaseException:
-            if writing is not None and not writing.done():
-                await asyncio.wait([writing])  # its files must be complete before dropping them
+            if writing is not None:
+                # Its files must be complete before they are dropped; its own error (if any)
+                # is superseded by the one being raised.
+                await asyncio.wait([writing])
+                if not writing.cancelled():
+                    writing.exception()
             await run_in_threadpool(receiver.abort)
             raise
         for item in stored:
