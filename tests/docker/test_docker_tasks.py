@@ -238,3 +238,34 @@ def test_execute_runs_one_task_in_a_container(
     assert f"task {task_id}: completed" in done.stdout
     assert "in container: True" in console_text(embedded_server, task_id)
     assert not task_containers(docker_client, task_id)  # removed before execute returns
+
+
+FLOOD = textwrap.dedent(
+    """
+    import sys
+    for i in range(20000):
+        print(f"out {i}")
+        if i % 4 == 0:
+            print(f"err {i}", file=sys.stderr)
+    print("no newline at the end", end="")
+    """
+)
+
+
+def test_container_output_arrives_whole_and_in_order(
+    embedded_server: EmbeddedServer, docker_agent_factory: Any
+) -> None:
+    docker_agent_factory(embedded_server)
+    task_id = create_task(
+        embedded_server, "flood", literal(FLOOD), queue="dq", container={"arguments": "--run-as-is"}
+    )
+    assert wait_final(embedded_server, task_id)["status"] == "completed"
+    events = log_events(embedded_server, task_id)
+    lines: dict[str, list[str]] = {"info": [], "error": []}
+    for event in events:
+        lines[event["level"]].extend(event["msg"].splitlines())
+    out = [line for line in lines["info"] if line.startswith("out ")]
+    err = [line for line in lines["error"] if line.startswith("err ")]
+    assert out == [f"out {i}" for i in range(20000)]
+    assert err == [f"err {i}" for i in range(0, 20000, 4)]
+    assert "no newline at the end" in lines["info"]
