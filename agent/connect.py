@@ -54,7 +54,9 @@ def resolve_access(settings: Settings) -> ServerAccess:
         return ServerAccess(
             api_host=settings.api_host.rstrip("/"),
             web_host=settings.web_host or settings.api_host.rstrip("/"),
-            files_host=settings.files_host or settings.api_host.rstrip("/"),
+            # Unset: the task's SDK derives it from the API host as it does for a ClearML server
+            # (a Conveyor server elsewhere: set files_host to <api host>/files).
+            files_host=settings.files_host,
             access_key=settings.access_key,
             secret_key=settings.secret_key,
         )

@@ -192,17 +192,19 @@ def installer_env(settings: Settings) -> dict[str, str]:
 
 def sdk_env(task_id: str, server: ServerAccess, worker_id: str) -> dict[str, str]:
     """What the clearml SDK inside the task needs to attach to its task (protocol doc)."""
-    return {
+    env = {
         "CLEARML_TASK_ID": task_id,
         "CLEARML_API_HOST": server.api_host,
         "CLEARML_WEB_HOST": server.web_host or server.api_host,
-        "CLEARML_FILES_HOST": server.files_host or server.api_host,
         "CLEARML_API_ACCESS_KEY": server.access_key,
         "CLEARML_API_SECRET_KEY": server.secret_key,
         "CLEARML_WORKER_ID": worker_id,
         "CLEARML_LOG_TASK_TO_BACKEND": "0",
         "CONVEYOR_TASK_ID": task_id,
     }
+    if server.files_host:  # else the SDK derives it from the API host (ClearML's convention)
+        env["CLEARML_FILES_HOST"] = server.files_host
+    return env
 
 
 def gpu_env(gpus: Sequence[int]) -> dict[str, str]:
