@@ -38,9 +38,18 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8008, show_default=True, type=int)
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--files-quota-gb", type=float, default=None, help="File service size bound.")
+@click.option("--files-public", is_flag=True, help="Downloads need no token.")
 @click.pass_context
-def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
-    """Run the embedded control plane (SQLite) in the foreground."""
+def server(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    db: Path | None,
+    files_quota_gb: float | None,
+    files_public: bool,
+) -> None:
+    """Run the embedded control plane (SQLite, and a file service) in the foreground."""
     from agent.connect import remove_embedded_state, write_embedded_state
     from agent.pipeline.plan import ServerAccess
     from agent.server.embedded import Credentials, ServerRefused
@@ -63,6 +72,8 @@ def server(ctx: click.Context, host: str, port: int, db: Path | None) -> None:
             port,
             db or settings.data_dir / "server.db",
             credentials=explicit,
+            files_quota=int(files_quota_gb * 1024**3) if files_quota_gb else None,
+            files_public=files_public,
             on_ready=record,
         )
     except ServerRefused as exc:
