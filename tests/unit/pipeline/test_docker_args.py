@@ -18,7 +18,7 @@ from agent.pipeline.docker_plan import (
 )
 from agent.pipeline.errors import StageError
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
-from agent.settings import DEFAULT_DOCKER_ARGS, Settings
+from agent.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
 
 DEFAULT = ArgsPolicy.from_settings(Settings())
 HOST = HostFacts(hostname="box", gpu_count=2, agent_python="3.11")
@@ -167,3 +167,20 @@ def test_make_plan_plans_a_container_only_in_docker_mode(tmp_path: Path) -> None
 def test_default_allow_list_is_the_documented_one() -> None:
     assert "--privileged" not in DEFAULT_DOCKER_ARGS
     assert {"--env", "--ipc", "--shm-size", "--memory", "--cpus"} <= set(DEFAULT_DOCKER_ARGS)
+
+
+def test_docker_settings_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "CONVEYOR_CONFIG": str(tmp_path / "none.toml"),
+        "CONVEYOR_DOCKER": "1",
+        "CONVEYOR_DOCKER_PULL": "never",
+        "CONVEYOR_DOCKER_ALLOWED_ARGS": "--env,--ipc --privileged",
+        "CONVEYOR_DOCKER_VOLUME_ROOTS": "/data,/mnt",
+    }
+    (tmp_path / "none.toml").write_text("")
+    settings = load_settings(environ=environ)
+    assert settings.docker and settings.docker_pull == "never"
+    assert settings.docker_allowed_args == ("--env", "--ipc", "--privileged")
+    assert settings.docker_volume_roots == ("/data", "/mnt")
+    with pytest.raises(SettingsError, match="docker_pull"):
+        load_settings(environ={**environ, "CONVEYOR_DOCKER_PULL": "sometimes"})
