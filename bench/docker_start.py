@@ -1,6 +1,6 @@
 """Benchmark: how fast does a task get going in docker mode?
 
-    .venv/bin/python bench/docker_pickup.py [--tasks 10] [--image conveyor-test-base:latest]
+    .venv/bin/python bench/docker_start.py [--tasks 10] [--image conveyor-test-base:latest]
 
 Needs a docker engine (``$DOCKER_HOST``, else ``scripts/docker-engine``'s) holding the image
 (``scripts/base-image`` builds the default one offline; nothing is pulled). Against the real
