@@ -33,9 +33,9 @@ from agent.pipeline.environment import (
     VENV_TIMEOUT,
     EnvironmentRequest,
     PreparedEnvironment,
-    _install,
-    _requirements,
-    _Uv,
+    UvInstaller,
+    gather_requirements,
+    install_requirements,
     venv_python,
 )
 from agent.pipeline.errors import StageError
@@ -93,7 +93,7 @@ def container_installer_env(extra: Mapping[str, str], cache: Path) -> dict[str, 
     return env
 
 
-class _ContainerUv(_Uv):
+class _ContainerUv(UvInstaller):
     """The environment stage's uv installer, run in the container through ``exec``."""
 
     def __init__(
@@ -173,14 +173,14 @@ def prepare_in_container(
     installer = _ContainerUv(run, req.extra_env, task_dir, cache_dir.absolute() / UV_CACHE, timeout)
     interp = find_python(run, req.python, console)
     console.info(f"python {interp.version} ({interp.path}, from the image)")
-    reqs = _requirements(req, installer, console)
+    reqs = gather_requirements(req, installer, console)
     python = installer.create(interp, task_dir / VENV_DIR)
     cache_hit = False
     if reqs:
         # The image (not this host) decides what a resolution is valid for.
         key = resolution_key(interp.version, reqs.text, image_id, installer.name, installer.env)
         pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
-        cache_hit = _install(installer, python, reqs, pinned, console)
+        cache_hit = install_requirements(installer, python, reqs, pinned, console)
     frozen = installer.freeze(python)
     seconds = time.monotonic() - started
     count = count_frozen(frozen)

@@ -117,7 +117,7 @@ class VenvEnvironment:
             installer = self._installer(req, task_dir, cache_dir, console)
             interp = locate_interpreter(req.python, uv=self._uv)
             console.info(f"python {interp.version} ({interp.path})")
-            reqs = _requirements(req, installer, console)
+            reqs = gather_requirements(req, installer, console)
             python = installer.create(interp, task_dir.absolute() / VENV_DIR)
             cache_hit = False
             if reqs:
@@ -125,7 +125,7 @@ class VenvEnvironment:
                     interp.version, reqs.text, platform_tag(), installer.name, installer.env
                 )
                 pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
-                cache_hit = _install(installer, python, reqs, pinned, console)
+                cache_hit = install_requirements(installer, python, reqs, pinned, console)
             frozen = installer.freeze(python)
         except OSError as exc:  # disk full, permissions: the task cannot run here
             raise StageError(f"could not create the environment: {exc}", stage=STAGE) from exc
@@ -155,7 +155,7 @@ class VenvEnvironment:
 
     def _installer(
         self, req: EnvironmentRequest, task_dir: Path, cache_dir: Path, console: Console
-    ) -> _Installer:
+    ) -> Installer:
         task_dir.mkdir(parents=True, exist_ok=True)
         base = installer_env(req.extra_env)
         if req.package_manager not in {"uv", "pip"}:
@@ -164,7 +164,9 @@ class VenvEnvironment:
                 stage=STAGE,
             )
         if req.package_manager == "uv" and self._uv is not None:
-            return _Uv(self._uv, base, task_dir, cache_dir.absolute() / UV_CACHE, self._timeout)
+            return UvInstaller(
+                self._uv, base, task_dir, cache_dir.absolute() / UV_CACHE, self._timeout
+            )
         if req.package_manager == "uv":
             console.info("uv is not available on this agent: using virtualenv and pip")
         return _Pip(base, task_dir, cache_dir.absolute() / PIP_CACHE, self._timeout)
@@ -181,7 +183,9 @@ def installer_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _requirements(req: EnvironmentRequest, installer: _Installer, console: Console) -> Requirements:
+def gather_requirements(
+    req: EnvironmentRequest, installer: Installer, console: Console
+) -> Requirements:
     """The task's requirements, else the checkout's uv.lock / requirements.txt, filtered."""
     if req.requirements.strip():
         reqs = filter_requirements(req.requirements)
@@ -198,10 +202,10 @@ def _requirements(req: EnvironmentRequest, installer: _Installer, console: Conso
     return reqs
 
 
-def _from_source(root: Path | None, installer: _Installer, console: Console) -> tuple[str, str]:
+def _from_source(root: Path | None, installer: Installer, console: Console) -> tuple[str, str]:
     if root is None:
         return "", ""
-    if (root / "uv.lock").is_file() and isinstance(installer, _Uv):
+    if (root / "uv.lock").is_file() and isinstance(installer, UvInstaller):
         text = installer.export_lock(root, console)
         if text is not None:
             return text, "uv.lock"
@@ -216,8 +220,8 @@ def _from_source(root: Path | None, installer: _Installer, console: Console) -> 
     return "", ""
 
 
-def _install(
-    installer: _Installer, python: Path, reqs: Requirements, pinned: Path, console: Console
+def install_requirements(
+    installer: Installer, python: Path, reqs: Requirements, pinned: Path, console: Console
 ) -> bool:
     """Install pinned from the resolution cache if there; else resolve, install, cache. Hit?"""
     if _fresh(pinned):
@@ -256,7 +260,7 @@ def _write_atomically(path: Path, text: str) -> None:
 # --- installers ----------------------------------------------------------------------------
 
 
-class _Installer(Protocol):
+class Installer(Protocol):
     @property
     def name(self) -> str: ...
 
@@ -272,7 +276,7 @@ class _Installer(Protocol):
     def freeze(self, python: Path) -> str: ...
 
 
-class _Uv:
+class UvInstaller:
     name = "uv"
 
     def __init__(
