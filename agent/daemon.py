@@ -8,6 +8,12 @@ Shutdown order (first signal, then second):
 3. Side loops are cancelled, each slot's worker is unregistered, the client is closed.
 The signal handlers only set these flags (see ``_on_signal``): everything else happens here, in
 the loop, where it can be awaited and logged.
+
+Start-up after a crash (SIGKILL, OOM killer): before claiming anything the daemon kills the
+processes that tasks of dead agents left on the machine (``tree.kill_orphans``), and fails
+the tasks the server still shows ``in_progress`` on this agent's workers: whatever ran them
+is gone, and without this they would stay ``in_progress`` for good when the agent comes back
+(same worker id) before the server's watchdog noticed it was away.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ import structlog
 from agent import sdnotify
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, InvalidStateError
+from agent.pipeline import report
 from agent.pipeline.plan import allocate_gpus
 from agent.pipeline.report import Outcome
 from agent.settings import Settings
 from agent.supervise.metrics import MachineSampler
+from agent.supervise.tree import kill_orphans
 
 log = structlog.get_logger()
+
+IN_PROGRESS = "in_progress"
+LOST_TASK_MESSAGE = "lost worker: the agent restarted while running it"
 
 
 class ExitCode(enum.IntEnum):
@@ -75,6 +86,15 @@ class Slot:
         return self.job is not None and not self.job.done()
 
 
+def is_own_worker(worker: str, base: str) -> bool:
+    """Pure: ``worker`` is this agent's (``base``, or one of its slots ``base:<n>``, whatever
+    its slot count was when it ran)."""
+    if worker == base:
+        return True
+    prefix, _, slot = worker.rpartition(":")
+    return prefix == base and slot.isdigit()
+
+
 def make_slots(settings: Settings, gpu_count: int) -> list[Slot]:
     base = settings.effective_worker_id
     gpu_sets = allocate_gpus(settings.gpus, gpu_count, settings.slots)
@@ -106,8 +126,10 @@ class Daemon:
 
     # --- the story --------------------------------------------------------------------
     async def run(self) -> ExitCode:
+        await self._kill_orphans()
         self.queue_ids = await self._resolve_queues()
         await self._register()
+        await self._fail_lost_tasks()
         side = [
             asyncio.create_task(self._side_loop("heartbeat", self._heartbeat_loop)),
             asyncio.create_task(self._side_loop("watchdog", self._watchdog_loop)),
@@ -224,6 +246,42 @@ class Daemon:
         self.shutdown.set()  # drain over (or cut short): abort what is left
         shutdown.cancel()
         await done_waiting
+
+    # --- after a crash ----------------------------------------------------------------
+    async def _kill_orphans(self) -> None:
+        orphans = await asyncio.to_thread(kill_orphans, self.settings.abort_grace)
+        if orphans:
+            log.warning(
+                "orphaned task processes killed",
+                count=len(orphans),
+                tasks=sorted({o.task_id for o in orphans if o.task_id}),
+            )
+
+    async def _fail_lost_tasks(self) -> None:
+        """Fail the tasks an earlier run of this agent left ``in_progress`` (it is gone)."""
+        base = self.settings.effective_worker_id
+        try:
+            tasks = await self.api.list_tasks(
+                status=[IN_PROGRESS], only_fields=["id", "status", "last_worker"]
+            )
+        except ApiError as exc:
+            log.warning("could not look for tasks lost by an earlier run", error=str(exc))
+            return
+        for task in tasks:
+            if task.get("status") != IN_PROGRESS or not is_own_worker(
+                str(task.get("last_worker") or ""), base
+            ):
+                continue
+            task_id = str(task["id"])
+            try:
+                # Not forced: if the server's watchdog requeued it meanwhile, that stands.
+                await self.api.failed(
+                    task_id, report.LOST_WORKER, message=LOST_TASK_MESSAGE, force=False
+                )
+            except ApiError as exc:
+                log.info("lost task not failed", task_id=task_id, error=str(exc))
+                continue
+            log.warning("task lost by an earlier run failed", task_id=task_id)
 
     # --- the server's view of us ------------------------------------------------------
     async def _resolve_queues(self) -> list[str]:

@@ -120,8 +120,10 @@ class ApiClient:
     async def completed(self, task_id: str) -> None:
         await self.call("tasks.completed", {"task": task_id, "force": False})
 
-    async def failed(self, task_id: str, reason: str) -> None:
-        body = {"task": task_id, "force": True, "status_reason": reason, "status_message": ""}
+    async def failed(
+        self, task_id: str, reason: str, *, message: str = "", force: bool = True
+    ) -> None:
+        body = {"task": task_id, "force": force, "status_reason": reason, "status_message": message}
         await self.call("tasks.failed", body)
 
     async def stopped(self, task_id: str, reason: str) -> None:

@@ -22,6 +22,8 @@ class Status(enum.StrEnum):
 # Reasons the agent gives for a stop; the daemon and the abort watch use these names.
 ABORTED_BY_USER = "aborted by user"
 AGENT_SHUTDOWN = "agent shutdown"
+# A task whose agent died under it (the server's watchdog uses the same reason).
+LOST_WORKER = "lost worker"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ import structlog
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, AuthError, ServerUnavailable
-from agent.supervise.spool import Record, Spool, SpoolBusy, SpoolError, leftover_spools
+from agent.supervise.spool import (
+    Record,
+    Spool,
+    SpoolBusy,
+    SpoolError,
+    leftover_spool_files,
+    spool_name,
+)
 
 log = structlog.get_logger()
 
@@ -39,6 +46,7 @@ MAX_EVENT_CHARS = 64 * 1024
 RETRY_INITIAL_S = 0.5  # when the client itself gives up (a finite retry budget)
 RETRY_MAX_S = 30.0
 CLOSE_TIMEOUT_S = 30.0
+MAX_SPOOL_GENERATIONS = 100  # runs of one task whose spools may wait for delivery at once
 AGENT_PREFIX = "conveyor: "
 
 
@@ -95,12 +103,17 @@ class LogShipper:
         spool_dir: Path,
         *,
         close_timeout: float | None = CLOSE_TIMEOUT_S,
+        spool: str | None = None,
     ) -> None:
+        """``spool``: the name of an existing spool to deliver (a leftover); None for a run of
+        the task, which takes the next free spool of the task if an earlier run's is busy."""
         self.api = api
         self.task_id = task_id
         self.worker = worker
         self.close_timeout = close_timeout
-        self._spool = Spool(spool_dir, task_id)
+        self._spool_dir = spool_dir
+        self._fixed_spool = spool is not None
+        self._spool = Spool(spool_dir, task_id, spool)
         self._lock = threading.Lock()
         self._opened = False
         self._closed = False
@@ -145,9 +158,25 @@ class LogShipper:
             self._wake_sender()
 
     def _ensure_open(self) -> None:
-        if not self._opened:
-            self._spool.open(self.worker)
-            self._opened = True
+        if self._opened:
+            return
+        generation = 0
+        while True:
+            try:
+                self._spool.open(self.worker)
+                break
+            except SpoolBusy:
+                # The previous run's spool, still being delivered (the task was requeued after
+                # its agent died): this run's lines go to a spool of their own.
+                generation += 1
+                if self._fixed_spool or generation >= MAX_SPOOL_GENERATIONS:
+                    raise
+                self._spool = Spool(
+                    self._spool_dir, self.task_id, spool_name(self.task_id, generation)
+                )
+        if generation:
+            log.info("earlier spool of the task busy; using another", spool=str(self._spool.path))
+        self._opened = True
 
     def _wake_sender(self) -> None:
         loop = self._loop
@@ -194,7 +223,14 @@ class LogShipper:
             return self._finish(delivered=False)
         self._closing.set()
         self._wake.set()
-        done, _ = await asyncio.wait({self._sender}, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait({self._sender}, timeout=timeout)
+        except asyncio.CancelledError:
+            # Not left behind retrying (and holding the spool) when the waiter gives up.
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+            self._finish(delivered=False)
+            raise
         if not done:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
@@ -308,8 +344,9 @@ async def deliver_leftover_spools(
     if not spool_dir.is_dir():
         return 0
     delivered = 0
-    for task_id, worker in leftover_spools(spool_dir):
-        shipper = LogShipper(client, task_id, worker, spool_dir)
+    for left in leftover_spool_files(spool_dir):
+        task_id = left.task_id
+        shipper = LogShipper(client, task_id, left.worker, spool_dir, spool=left.name)
         try:
             await shipper.start()
         except SpoolBusy:

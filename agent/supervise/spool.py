@@ -10,6 +10,8 @@ Per task, in the spool directory:
 
 The ``.jsonl`` file is locked (``flock``) while a shipper has it open, so a starting agent never
 re-sends the spool of a task another process is still running. Delivered spools are removed.
+A task that runs again while the spool of its previous run is still being delivered (requeued
+after its agent died) writes ``<task>.<n>.jsonl`` (and ``.ack``/``.meta``) instead.
 """
 
 from __future__ import annotations
@@ -67,10 +69,15 @@ def _parse(line: bytes, path: Path) -> Record | None:
         return None
 
 
+def spool_name(task_id: str, generation: int = 0) -> str:
+    """The file stem of a task's spool: ``<task>``, then ``<task>.<n>`` for later runs."""
+    return _safe_name(task_id) + (f".{generation}" if generation else "")
+
+
 class Spool:
-    def __init__(self, directory: Path, task_id: str) -> None:
+    def __init__(self, directory: Path, task_id: str, name: str | None = None) -> None:
         self.task_id = task_id
-        base = directory / _safe_name(task_id)
+        base = directory / (name or spool_name(task_id))
         self.path = base.with_name(base.name + SPOOL_SUFFIX)
         self.ack_path = base.with_name(base.name + ACK_SUFFIX)
         self.meta_path = base.with_name(base.name + META_SUFFIX)
@@ -202,14 +209,33 @@ def _lines(data: bytes) -> Iterator[bytes]:
         start = end + 1
 
 
-def leftover_spools(directory: Path) -> list[tuple[str, str]]:
-    """``(task id, worker)`` of every spool left in ``directory`` by an earlier run."""
+@dataclass(frozen=True)
+class Leftover:
+    task_id: str
+    worker: str
+    name: str  # the file stem: ``Spool(directory, task_id, name)`` opens it
+
+
+def leftover_spool_files(directory: Path) -> list[Leftover]:
+    """Every spool left in ``directory`` by an earlier run (oldest run of a task first)."""
     out = []
-    for path in sorted(directory.glob(f"*{SPOOL_SUFFIX}")):
+    for path in sorted(directory.glob(f"*{SPOOL_SUFFIX}"), key=_run_order):
         meta = path.with_suffix(META_SUFFIX)
         task_id, worker = path.stem, ""
         with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
             doc = json.loads(meta.read_text())
             task_id, worker = str(doc["task"]), str(doc.get("worker", ""))
-        out.append((task_id, worker))
+        out.append(Leftover(task_id, worker, path.stem))
     return out
+
+
+def _run_order(path: Path) -> tuple[str, int]:
+    stem, _, generation = path.stem.rpartition(".")
+    if stem and generation.isdigit():
+        return stem, int(generation)
+    return path.stem, 0
+
+
+def leftover_spools(directory: Path) -> list[tuple[str, str]]:
+    """``(task id, worker)`` of every spool left in ``directory`` by an earlier run."""
+    return [(left.task_id, left.worker) for left in leftover_spool_files(directory)]

@@ -8,17 +8,24 @@ two nets catch them:
    remembered (a psutil ``Process`` remembers its start time, so a reused pid is never killed);
 2. every process of the task carries a marker variable in its environment (inherited across
    fork, setsid and exec); a scan for it finds escapees that were orphaned between samples.
+
+The marker also names the agent process that started the task (its pid and start time), so a
+task left running by an agent that died (SIGKILL, OOM killer, power-cycled service manager) is
+recognised by the next agent that starts on the machine: :func:`kill_orphans`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import re
 import secrets
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 import psutil
 import structlog
@@ -26,14 +33,41 @@ import structlog
 log = structlog.get_logger()
 
 MARKER_VAR = "CONVEYOR_PROCESS_TREE"
+TASK_VAR = "CONVEYOR_TASK_ID"  # set for every task (plan.sdk_env): named in the orphan report
 SAMPLE_INTERVAL_S = 0.5
 POLL_S = 0.05
 KILL_WAIT_S = 5.0  # SIGKILL cannot be refused, but a process in D state takes its time
 GONE_STATUSES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
+# "<owner pid>-<owner start time in 1/100 s>.<random>": who started the task, and which task
+_MARKER = re.compile(r"^(?P<pid>\d+)-(?P<started>\d+)\.[0-9a-f]+$")
+START_TIME_TOLERANCE = 1  # 1/100 s: the same process always reads the same start time
+
+
+@functools.lru_cache(maxsize=4)
+def _owner(pid: int) -> str:
+    """``<pid>-<start time>`` of process ``pid``: unique for as long as the machine is up."""
+    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
 
 
 def new_marker() -> str:
-    return secrets.token_hex(8)
+    """A fresh marker for one task, naming this process as its owner."""
+    return f"{_owner(os.getpid())}.{secrets.token_hex(8)}"
+
+
+def owner_gone(marker: str) -> bool:
+    """Pure enough (reads the process table): True when the process that started the task
+    carrying ``marker`` no longer exists (a reused pid is told apart by its start time). A
+    marker of unknown shape is never taken for an orphan's."""
+    match = _MARKER.match(marker)
+    if match is None:
+        return False
+    try:
+        started = round(psutil.Process(int(match["pid"])).create_time() * 100)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False  # another user's process: it exists, and it is not ours to judge
+    return abs(started - int(match["started"])) > START_TIME_TOLERANCE
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -149,3 +183,54 @@ class ProcessTree:
         if not await self.wait_gone(time.monotonic() + KILL_WAIT_S):
             log.error("processes survived SIGKILL", pid=self.pid, left=len(self.alive()))
         return found
+
+
+@dataclass(frozen=True)
+class Orphan:
+    pid: int
+    task_id: str  # "" when the process does not say
+
+
+def find_orphans() -> list[tuple[psutil.Process, str]]:
+    """Live processes of tasks whose agent is gone, with their task ids."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            environ = proc.environ()
+        except psutil.Error:
+            continue  # gone meanwhile, or another user's (not ours to kill)
+        marker = environ.get(MARKER_VAR, "")
+        if marker and owner_gone(marker) and _alive(proc):
+            found.append((proc, environ.get(TASK_VAR, "")))
+    return found
+
+
+def kill_orphans(grace: float) -> list[Orphan]:
+    """Terminate every process left by tasks of agents that died: SIGTERM, ``grace`` seconds,
+    then SIGKILL. Blocking (run it in a thread). What was found."""
+    found = find_orphans()
+    procs = [proc for proc, _ in found]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    if not _wait_all_gone(procs, time.monotonic() + grace):
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                if _alive(proc):
+                    proc.kill()
+        if not _wait_all_gone(procs, time.monotonic() + KILL_WAIT_S):
+            log.error("orphans survived SIGKILL", pids=[p.pid for p in procs if _alive(p)])
+    return [Orphan(proc.pid, task_id) for proc, task_id in found]
+
+
+def _wait_all_gone(procs: list[psutil.Process], deadline: float) -> bool:
+    # Not psutil.wait_procs: these are not our children, and a zombie nobody reaps counts
+    # as gone here (it holds no memory, GPU or files any more).
+    while any(_alive(p) for p in procs):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
