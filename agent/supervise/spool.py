@@ -17,6 +17,7 @@ after its agent died) writes ``<task>.<n>.jsonl`` (and ``.ack``/``.meta``) inste
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -159,7 +160,11 @@ class Spool:
         except OSError as exc:
             raise SpoolError(exc.errno, f"log spool {self.path}: {exc.strerror}") from exc
         if written != len(data):  # a short write on a full disk: the record is incomplete
-            raise SpoolError(28, f"log spool {self.path}: short write (disk full?)")
+            raise SpoolError(
+                errno.ENOSPC,
+                f"log spool {self.path}: {os.strerror(errno.ENOSPC)} "
+                f"(wrote {written} of {len(data)} bytes)",
+            )
         self._seq += 1
         self.size += written
         return record
