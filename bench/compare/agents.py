@@ -3,7 +3,7 @@
 ``Conveyor`` is this repository's ``conveyor daemon``; ``ClearmlAgent`` is clearml-agent 3.0.3
 from its own virtualenv (created once under the bench cache dir), configured by a generated
 ``clearml.conf``: venv mode (no docker), its own venvs/vcs/pip caches under the run's directory,
-pip (its default) or uv as the package manager. Each agent gets a private HOME-like directory:
+pip (its default) as the package manager. Each agent gets a private HOME-like directory:
 "cold" means a new directory, "warm" the same one again.
 """
 
@@ -33,6 +33,9 @@ CLEARML_AGENT_VERSION = "3.0.3"
 CLEARML_VENV = CACHE_ROOT / "clearml-agent-venv"
 VENV_TIMEOUT = 600.0
 REGISTER_TIMEOUT = 60.0
+# Both agents run tasks with this interpreter (the harness's own base Python), and so does the
+# "bare" baseline: left to themselves they pick different 3.11 builds on this machine.
+TASK_PYTHON = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
 STOP_TIMEOUT = 30.0
 # Variables of the outer environment that would point an agent elsewhere.
 _FOREIGN_PREFIXES = ("CLEARML_", "TRAINS_", "CONVEYOR_", "UV_", "PIP_", "VIRTUAL_ENV")
@@ -96,9 +99,23 @@ def ensure_clearml_agent(venv: Path = CLEARML_VENV) -> Path:
     return venv / "bin" / "clearml-agent"
 
 
+def private_python(home: Path) -> Path:
+    """TASK_PYTHON through a symlink in ``home``.
+
+    clearml-agent 3.0.3 in uv mode creates a virtualenv at "<python_binary>_uv", next to the
+    interpreter it is given; pointed at the real one, that lands inside the Python installation.
+    """
+    link = home / "python" / TASK_PYTHON.name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(TASK_PYTHON)
+    return link
+
+
 def clearml_conf(server: EmbeddedServer, home: Path, worker_id: str, package_manager: str) -> str:
     """A clearml.conf for clearml-agent in venv mode with every cache under ``home``."""
     creds = server.credentials
+    python = private_python(home)
     files = (home / "files").as_uri()
     return f"""
 api {{
@@ -109,6 +126,7 @@ api {{
 }}
 agent {{
   worker_id: "{worker_id}"
+  python_binary: "{python}"
   package_manager {{
     type: {package_manager}
     # no pytorch.org lookups: this machine only reaches PyPI
@@ -232,6 +250,7 @@ class Conveyor:
             CONVEYOR_WORKER_ID=self.worker_id,
             CONVEYOR_LOG_FORMAT="json",
             CONVEYOR_CONFIG="",
+            CONVEYOR_PYTHON=str(TASK_PYTHON),
             **dict(self.extra_env),
         )
         argv = [str(CONVEYOR), "daemon", "--queue", queue]
@@ -245,6 +264,8 @@ class ClearmlAgent:
     name: str = "clearml-agent"
     stop_signals: tuple[int, ...] = (signal.SIGTERM,)
     worker_id: str = "bench-clearml"
+    # pip, its default. With "uv", 3.0.3 runs `uv venv` with the interpreter's own path as the
+    # venv's and fails (see private_python).
     package_manager: str = "pip"
     executable: Callable[[], Path] = ensure_clearml_agent
 

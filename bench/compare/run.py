@@ -10,7 +10,9 @@ directories; every scenario alternates them (the order flips each round). Scenar
   env3    cold environment (fresh caches for both agents), 3 pinned pure-Python packages
   env30   the same with 30 packages
   torch   torch 2.13.0 CPU wheel from /opt/wheels: one cold run, then warm runs
-  logs    1,000,000 log lines: lost lines, lag (printed → at the server), wall time vs bare
+  logs    1,000,000 log lines printed as fast as possible: lost lines, lines broken in two,
+          lag (printed → at the server), the script's wall time vs bare
+  logs_paced  the same lines at 20,000 lines/s (--log-rate)
   abort   tasks.stop → the task's whole process tree is gone
   idle    an idle agent over 60 s: CPU and RSS of its process tree, requests per minute
 
@@ -52,7 +54,7 @@ from bench.compare.agents import (  # noqa: E402
 )
 from bench.compare.server import Api, BenchServer  # noqa: E402
 
-SCENARIOS = ("pickup", "env3", "env30", "torch", "logs", "abort", "idle")
+SCENARIOS = ("pickup", "env3", "env30", "torch", "logs", "logs_paced", "abort", "idle")
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -70,12 +72,13 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {
             "conveyor": __version__,
             "clearml_agent": CLEARML_AGENT_VERSION,
-            "clearml_agent_package_manager": args.clearml_package_manager,
+            "clearml_agent_package_manager": ClearmlAgent().package_manager,
             "uv": os.popen(f"{uv} --version").read().strip(),
         },
         "runs": args.runs,
         "scenarios": args.only,
         "log_lines": args.lines,
+        "log_rate_paced": args.log_rate,
         "idle_window_s": args.idle_window,
         "packages_3": list(t.PACKAGES_3),
         "packages_30": list(t.PACKAGES_30),
@@ -88,8 +91,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="measured runs per agent")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma list of scenarios")
     parser.add_argument("--lines", type=int, default=1_000_000, help="log scenario's lines")
+    parser.add_argument("--log-rate", type=int, default=20_000, help="logs_paced: lines/s")
     parser.add_argument("--idle-window", type=float, default=60.0, help="seconds")
-    parser.add_argument("--clearml-package-manager", choices=("pip", "uv"), default="pip")
     parser.add_argument("--agents", default="conveyor,clearml-agent")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -106,7 +109,8 @@ def plan(bench: sc.Bench, args: argparse.Namespace) -> dict[str, Callable[[], No
         "env3": lambda: sc.cold_environment(bench, "env3", t.PACKAGES_3),
         "env30": lambda: sc.cold_environment(bench, "env30", t.PACKAGES_30),
         "torch": lambda: sc.warm_torch(bench),
-        "logs": lambda: sc.log_delivery(bench, args.lines),
+        "logs": lambda: sc.log_delivery(bench, "logs", args.lines),
+        "logs_paced": lambda: sc.log_delivery(bench, "logs_paced", args.lines, args.log_rate),
         "abort": lambda: sc.abort(bench),
         "idle": lambda: sc.idle(bench, args.idle_window),
     }
@@ -116,7 +120,7 @@ def main() -> None:
     args = parse_args()
     kinds: dict[str, AgentKind] = {
         "conveyor": Conveyor(),
-        "clearml-agent": ClearmlAgent(package_manager=args.clearml_package_manager),
+        "clearml-agent": ClearmlAgent(),
     }
     agents = [kinds[name] for name in args.agents.split(",")]
     if any(a.name == "clearml-agent" for a in agents):

@@ -4,13 +4,14 @@ the one server and appends Samples (and Notes for what could not be measured).""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,18 +21,16 @@ from typing import Any
 import psutil
 
 from bench.compare import tasks as t
-from bench.compare.agents import AgentKind, AgentUnavailable, Running
+from bench.compare.agents import TASK_PYTHON, AgentKind, AgentUnavailable, Running
 from bench.compare.report import Note, Sample, percentile
-from bench.compare.server import Api, BenchServer
+from bench.compare.server import Api, BenchServer, Body
 
 TASK_TIMEOUT = 900.0  # a cold environment on a busy 2-core machine
 LOG_TIMEOUT = 3600.0
 ABORT_TIMEOUT = 120.0
 IDLE_SETTLE = 10.0
 SAMPLE_EVERY = 1.0
-BARE_PYTHON = (
-    Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-)
+CUT = 65536  # clearml-agent's maximum log message length
 
 
 @dataclass
@@ -224,23 +223,81 @@ class Delivery:
     lost: int
     lags: list[float]
     last_arrival: float
+    last_printed: float
 
 
-def received_lines(bodies: Sequence[Any], lines: int) -> Delivery:
+def reassemble(chunks: Iterable[tuple[float, str]]) -> Iterator[tuple[float, str]]:
+    """Log lines from event messages in order, each with the arrival time of its chunk.
+
+    clearml-agent cuts its messages at CUT characters even mid-line: a message of that length
+    that does not end a line continues in the next one. Other messages are whole lines.
+    """
+    pending = ""
+    pending_at = 0.0
+    for at, msg in chunks:
+        text = pending + msg
+        pending = ""
+        if len(msg) >= CUT and not msg.endswith("\n"):
+            text, _, pending = text.rpartition("\n")
+            pending_at = at
+        for line in text.splitlines():
+            yield at, line
+    if pending:
+        yield pending_at, pending
+
+
+_FULL = re.compile(r"^L (\d+) (\d+\.\d+)$")
+_PREFIX = re.compile(r"^L(?: (?:\d+(?: (?:\d+(?:\.\d*)?)?)?)?)?$")  # a line cut short
+
+
+@dataclass(frozen=True)
+class Numbered:
+    at: float  # arrival of the chunk that completed the line
+    index: int
+    printed: float  # the script's clock when it printed the line
+    split: bool  # the line reached the server broken over several log lines
+
+
+def numbered(lines: Iterable[tuple[float, str]]) -> Iterator[Numbered]:
+    """The log script's "L <index> <time>" lines. A line an agent broke over several log lines
+    (clearml-agent sends what it has read of a partial line as a line of its own) is joined
+    back and marked ``split``."""
+    partial = ""
+    for at, line in lines:
+        if partial:
+            joined = partial + line
+            if _FULL.match(joined):
+                found = _FULL.match(joined)
+                assert found is not None
+                yield Numbered(at, int(found[1]), float(found[2]), True)
+                partial = ""
+                continue
+            partial = joined if _PREFIX.match(joined) else ""
+            if partial:
+                continue
+        found = _FULL.match(line)
+        if found:
+            yield Numbered(at, int(found[1]), float(found[2]), False)
+        elif _PREFIX.match(line):
+            partial = line
+
+
+def received_lines(bodies: Sequence[Body], lines: int) -> Delivery:
     """From the captured events.add_batch bodies: per line index, the first arrival's lag."""
+    chunks = (
+        (body.at, str(event.get("msg", "")))
+        for body in sorted(bodies, key=lambda b: b.at)
+        for event in _events_of(body.content)
+        if event.get("type", "log") == "log"
+    )
     first: dict[int, float] = {}
-    last = 0.0
-    for body in bodies:
-        for event in _events_of(body.content):
-            for line in str(event.get("msg", "")).splitlines():
-                if line.startswith("L "):
-                    parts = line.split()
-                    if len(parts) == 3:
-                        index = int(parts[1])
-                        if index not in first:
-                            first[index] = body.at - float(parts[2])
-                            last = max(last, body.at)
-    return Delivery(lines - len(first), list(first.values()), last)
+    last = printed = 0.0
+    for line in numbered(reassemble(chunks)):
+        if line.index not in first:
+            first[line.index] = line.at - line.printed
+            last = max(last, line.at)
+            printed = max(printed, line.printed)
+    return Delivery(lines - len(first), list(first.values()), last, printed)
 
 
 def _events_of(raw: bytes) -> list[dict[str, Any]]:
@@ -254,25 +311,37 @@ def _events_of(raw: bytes) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def stored_indices(api: Api, task_id: str) -> set[int]:
-    seen: set[int] = set()
-    for event in t.all_log_events(api, task_id):
-        for line in str(event.get("msg", "")).splitlines():
-            if line.startswith("L "):
-                parts = line.split()
-                if len(parts) == 3 and parts[1].isdigit():
-                    seen.add(int(parts[1]))
-    return seen
+@dataclass(frozen=True)
+class Stored:
+    """What a reader of the task's log gets from the server."""
+
+    indices: set[int]
+    split: set[int]
+    wall: tuple[float, float] | None  # the script's WALL line: (wall time, end time)
+
+
+def stored_log(api: Api, task_id: str) -> Stored:
+    chunks = ((0.0, str(e.get("msg", ""))) for e in t.all_log_events(api, task_id))
+    lines = list(reassemble(chunks))
+    indices: set[int] = set()
+    split: set[int] = set()
+    for line in numbered(lines):
+        indices.add(line.index)
+        if line.split:
+            split.add(line.index)
+    # The WALL line may be split too: look at the tail with the line breaks removed.
+    wall = t.wall_of("".join(text for _, text in lines[-50:]))
+    return Stored(indices, split, wall)
 
 
 def bare_wall(work: Path, lines: int) -> float:
-    """The same script without an agent: ``python -u script.py > file``."""
+    """The same script, same interpreter, without an agent: ``python -u script.py > file``."""
     path = work / "log_bare.py"
-    path.write_text(t.LOG_SCRIPT.format(lines=lines))
+    path.write_text(t.log_script(lines))
     out = work / "log_bare.out"
     with out.open("wb") as fh:
         subprocess.run(
-            [str(BARE_PYTHON), "-u", str(path)],
+            [str(TASK_PYTHON), "-u", str(path)],
             stdout=fh,
             stderr=subprocess.STDOUT,
             check=True,
@@ -282,27 +351,26 @@ def bare_wall(work: Path, lines: int) -> float:
     out.unlink()
     if wall is None:
         raise RuntimeError("the bare run printed no WALL line")
-    return wall
+    return wall[0]
 
 
-def log_delivery(bench: Bench, lines: int) -> None:
-    body = t.script(t.LOG_SCRIPT.format(lines=lines), "logs.py")
+def log_delivery(bench: Bench, scenario: str, lines: int, rate: int = 0) -> None:
+    """``rate`` 0: the script prints as fast as it can, and its wall time is compared with a
+    bare run (same script, same interpreter, ``> file``); else it prints ``rate`` lines/s."""
+    body = t.script(t.log_script(lines, rate), "logs.py")
     recorder = bench.server.recorder
-    procs = {a.name: bench.start(a, bench.home(a, "logs")) for a in bench.agents}
-    bare: list[float] = []
+    procs = {a.name: bench.start(a, bench.home(a, scenario)) for a in bench.agents}
     try:
         for round_ in range(bench.runs):
-            bare.append(bare_wall(bench.work, lines))
-            bench.add("logs", "wall", "bare", bare[-1])
+            bare = None if rate else bare_wall(bench.work, lines)
+            if bare is not None:
+                bench.add(scenario, "wall", "bare", bare)
             for agent in bench.order(round_):
                 _, queue_id = bench.queue(agent)
                 recorder.capture = frozenset({"events.add_batch"})
-
-                def one(agent: AgentKind = agent, queue_id: str = queue_id) -> None:
-                    _log_run(bench, agent, queue_id, body, lines, bare[-1])
-
+                one = partial(_log_run, bench, scenario, agent, queue_id, body, lines, bare)
                 try:
-                    guarded(bench, "logs", agent, time.time(), one)
+                    guarded(bench, scenario, agent, time.time(), one)
                 finally:
                     recorder.capture = frozenset()
                     with recorder.lock:
@@ -313,29 +381,38 @@ def log_delivery(bench: Bench, lines: int) -> None:
 
 
 def _log_run(
-    bench: Bench, agent: AgentKind, queue_id: str, body: dict[str, Any], lines: int, bare: float
+    bench: Bench,
+    scenario: str,
+    agent: AgentKind,
+    queue_id: str,
+    body: dict[str, Any],
+    lines: int,
+    bare: float | None,
 ) -> None:
     sub = t.submit(bench.api, queue_id, "logs", body)
     doc = t.wait_final(bench.api, sub.task_id, LOG_TIMEOUT)
-    ended = time.time()
     if doc["status"] != "completed":
         raise t.TaskFailed(t.describe_failure(bench.api, sub.task_id))
-    stored = stored_indices(bench.api, sub.task_id)
+    stored = stored_log(bench.api, sub.task_id)
     with bench.server.recorder.lock:
         bodies = [b for b in bench.server.recorder.bodies if b.client == agent.name]
     delivery = received_lines(bodies, lines)
-    bench.add("logs", "lost", agent, lines - len(stored))
+    bench.add(scenario, "lost", agent, lines - len(stored.indices))
+    bench.add(scenario, "split", agent, len(stored.split))
     if delivery.lags:
-        bench.add("logs", "lag_p50", agent, percentile(delivery.lags, 0.5))
-        bench.add("logs", "lag_p99", agent, percentile(delivery.lags, 0.99))
-        bench.add("logs", "lag_max", agent, max(delivery.lags))
-        bench.add("logs", "delivered_after", agent, max(0.0, delivery.last_arrival - ended))
-    wall = t.wall_of(t.latest_log(bench.api, sub.task_id, 50))
-    if wall is None:
-        bench.note("logs", agent, f"no WALL line stored for {sub.task_id}")
+        bench.add(scenario, "lag_p50", agent, percentile(delivery.lags, 0.5))
+        bench.add(scenario, "lag_p99", agent, percentile(delivery.lags, 0.99))
+        bench.add(scenario, "lag_max", agent, max(delivery.lags))
+        last = delivery.last_arrival - delivery.last_printed
+        bench.add(scenario, "delivered_after", agent, last)
+    found = stored.wall
+    if found is None:
+        bench.note(scenario, agent, f"no WALL line stored for {sub.task_id}")
         return
-    bench.add("logs", "wall", agent, wall)
-    bench.add("logs", "wall_ratio", agent, wall / bare)
+    wall, _ = found
+    bench.add(scenario, "wall", agent, wall)
+    if bare is not None:
+        bench.add(scenario, "wall_ratio", agent, wall / bare)
 
 
 # --- 5. abort -------------------------------------------------------------------------------

@@ -20,17 +20,27 @@ FIRST_LINE = "import time\nprint('T0', repr(time.time()), flush=True)\n"
 TORCH_SCRIPT = FIRST_LINE + "import torch\nprint('torch', torch.__version__, flush=True)\n"
 
 # Every line carries its index and the time it was printed: the server side can tell what is
-# missing and how late each line arrived.
+# missing and how late each line arrived. Printed one line at a time (the agents run python -u).
 LOG_SCRIPT = """\
 import sys, time
-n = int(sys.argv[1]) if len(sys.argv) > 1 else {lines}
+n = {lines}
+rate = {rate}  # lines per second; 0: as fast as print goes
 now = time.time
 start = time.perf_counter()
 print('T0', repr(now()), flush=True)
 for i in range(n):
     print('L', i, now())
-print('WALL', time.perf_counter() - start, flush=True)
+    if rate and i % 1000 == 999:
+        ahead = start + (i + 1) / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+print('WALL', time.perf_counter() - start, now(), flush=True)
 """
+
+
+def log_script(lines: int, rate: int = 0) -> str:
+    return LOG_SCRIPT.format(lines=lines, rate=rate)
+
 
 # The task's process starts a child, which starts a grandchild; all sleep. Abort must end all
 # three. Each prints its pid.
@@ -90,7 +100,7 @@ TORCH_VERSION = "torch 2.13.0+cpu"
 
 _T0 = re.compile(r"^T0 (\d+\.\d+)", re.MULTILINE)
 _PID = re.compile(r"^PID (\d+)", re.MULTILINE)
-_WALL = re.compile(r"^WALL (\d+\.\d+(?:e-?\d+)?)", re.MULTILINE)
+_WALL = re.compile(r"WALL (\d+\.\d+(?:e-?\d+)?) (\d+\.\d+)")
 
 
 def script(text: str, name: str, requirements: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -173,9 +183,10 @@ def pids_of(text: str) -> list[int]:
     return [int(p) for p in _PID.findall(text)]
 
 
-def wall_of(text: str) -> float | None:
-    found = _WALL.search(text)
-    return float(found.group(1)) if found else None
+def wall_of(text: str) -> tuple[float, float] | None:
+    """(the log script's own wall time, the time it ended) from its last line."""
+    found = _WALL.findall(text)
+    return (float(found[-1][0]), float(found[-1][1])) if found else None
 
 
 class TaskFailed(RuntimeError):
