@@ -28,10 +28,12 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from bench.compare import tasks as t  # noqa: E402
 from bench.compare.agents import (  # noqa: E402
     CLEARML_AGENT_VERSION,
     AgentKind,
+    AgentUnavailable,
     ClearmlAgent,
     Conveyor,
     ensure_clearml_agent,
@@ -127,27 +130,36 @@ def main() -> None:
         print("clearml-agent:", ensure_clearml_agent(), file=sys.stderr)
     meta = conditions(args)
     work = Path(tempfile.mkdtemp(prefix="conveyor-compare-"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"compare-{stamp}.json"
     with BenchServer(work / "server.db") as server:
         bench = sc.Bench(server, Api(server), work, agents, args.runs)
         steps = plan(bench, args)
         for name in args.only:
             started = time.monotonic()
             print(f"== {name}", file=sys.stderr, flush=True)
-            steps[name]()
+            try:
+                steps[name]()
+            except (AgentUnavailable, RuntimeError, TimeoutError, OSError) as exc:
+                bench.note(name, "harness", f"scenario aborted: {type(exc).__name__}: {exc}")
             print(f"== {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-        failures = [f.__dict__ for f in server.recorder.failures]
-    meta["load_average_at_end"] = os.getloadavg()
-    meta["failed_requests"] = failures
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"compare-{stamp}.json"
-    out.write_text(json.dumps(report.document(meta, bench.samples, bench.notes), indent=1))
+            meta.setdefault("load_average_after", {})[name] = os.getloadavg()
+            meta.setdefault("seconds", {})[name] = round(time.monotonic() - started)
+            save(out, meta, bench, server)  # a long run keeps what it has measured so far
     print(report.markdown(report.summarise(bench.samples), bench.notes))
     print(f"\nJSON: {out}  work: {work if args.keep else '(removed)'}")
     if not args.keep:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
+
+
+def save(out: Path, meta: dict[str, Any], bench: sc.Bench, server: BenchServer) -> None:
+    meta = {
+        **meta,
+        "load_average_now": os.getloadavg(),
+        "failed_requests": [asdict(f) for f in server.recorder.failures],
+    }
+    out.write_text(json.dumps(report.document(meta, bench.samples, bench.notes), indent=1))
 
 
 if __name__ == "__main__":
