@@ -56,6 +56,9 @@ _HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCP_LIKE = re.compile(r"^(?:[^@/:\s]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^\s]+$")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+# git reads "<transport>::<address>" (URL scheme characters, then "::") as a remote helper
+# (ext:: runs a command); "::" later in a URL (an IPv6 host) is not one.
+_TRANSPORT_HELPER = re.compile(r"^[A-Za-z0-9+.-]*::")
 _REF_FORBIDDEN = ("..", "@{", "~", "^", ":", "?", "*", "[", "\\")
 _SLUG_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _SLUG_MAX = 40
@@ -126,7 +129,7 @@ def validate_repository(url: str) -> None:
     if not url:
         return
     shown = mask_url(url)
-    if "::" in url:
+    if _TRANSPORT_HELPER.match(url):
         raise _error(f"repository {shown!r} uses a git transport helper ('::'), refused")
     _check_plain("repository", url)
     scheme = _SCHEME.match(url)
@@ -137,7 +140,7 @@ def validate_repository(url: str) -> None:
                 + ", ".join(sorted(ALLOWED_SCHEMES))
             )
         host = _USERINFO.sub("", url)[scheme.end() :]
-        if host.startswith("-"):
+        if host.lstrip("[").startswith("-"):  # "[...]": an IPv6 literal, or a disguise
             raise _error(f"repository {shown!r} has a host starting with '-', refused")
         return
     if url.startswith("/") or _SCP_LIKE.match(url):
