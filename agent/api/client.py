@@ -337,6 +337,11 @@ class ApiClient:
         data = await self.call("models.get_by_id", {"model": model_id})
         return ModelInfo.parse(require(data, "model", dict, "models.get_by_id"))
 
+    async def add_model_metadata(self, model_id: str, items: Mapping[str, str]) -> None:
+        """Add or update string metadata items on a model (others are kept)."""
+        metadata = [{"key": key, "type": "str", "value": value} for key, value in items.items()]
+        await self.call("models.add_or_update_metadata", {"model": model_id, "metadata": metadata})
+
     # --- helpers -------------------------------------------------------------------------
     async def _list(self, endpoint: str, body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         data = await self.call(endpoint, body)

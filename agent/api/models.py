@@ -223,7 +223,8 @@ class ModelInfo:
     framework: str = ""
     ready: bool = False
     comment: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # key -> value
+    system_tags: tuple[str, ...] = ()  # e.g. "package": a zipped folder
 
     @classmethod
     def parse(cls, doc: Any) -> ModelInfo:
@@ -240,7 +241,19 @@ class ModelInfo:
             ready=bool(doc.get("ready")),
             comment=_str(doc, "comment", "model."),
             metadata=_parse_metadata(_obj(doc, "metadata", "model.")),
+            system_tags=_str_list(doc, "system_tags", "model."),
         )
+
+
+def _str_list(doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = doc.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TaskDocumentError(
+            f"task field {where}{key} must be a list of strings, got {value!r:.80}"
+        )
+    return tuple(value)
 
 
 def _parse_metadata(doc: Mapping[str, Any]) -> dict[str, str]:

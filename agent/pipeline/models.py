@@ -50,8 +50,8 @@ import psutil
 import structlog
 
 from agent.api.client import ApiClient
-from agent.api.errors import ApiError
-from agent.api.models import InputModelRef, ModelInfo, TaskDocumentError, TaskSpec
+from agent.api.errors import INVALID_MODEL_ID, ApiError
+from agent.api.models import InputModelRef, TaskDocumentError, TaskSpec
 from agent.pipeline.console import Console
 from agent.pipeline.errors import StageError
 
@@ -61,7 +61,6 @@ SHA256_METADATA_KEY = "sha256"
 PACKAGE_TAG = "package"
 INPUT_MODEL_ENV = "CONVEYOR_INPUT_MODEL"
 INPUT_MODEL_ENV_PREFIX = "CONVEYOR_INPUT_MODEL_"
-INVALID_MODEL_ID = 201  # result_subcode of models.get_by_id for an unknown id
 CHUNK_BYTES = 1 << 20
 DOWNLOAD_ATTEMPTS = 3
 RETRY_BACKOFF = 1.0  # seconds before the second attempt; doubled after each failure
@@ -683,9 +682,7 @@ async def _fetch_one(
 async def resolve_model(api: ApiClient, ref: InputModelRef) -> ModelSource:
     """The model document as a :class:`ModelSource`; :class:`ModelError` if unusable."""
     try:
-        data = await api.call("models.get_by_id", {"model": ref.model_id})
-        doc = data.get("model")
-        info = ModelInfo.parse(doc)
+        info = await api.get_model(ref.model_id)
     except ApiError as exc:
         if exc.subcode == INVALID_MODEL_ID:
             raise ModelError("no such model on the server") from exc
@@ -694,13 +691,12 @@ async def resolve_model(api: ApiClient, ref: InputModelRef) -> ModelSource:
         raise ModelError(str(exc)) from exc
     if not info.uri:
         raise ModelError("the model has no URI (its weights were never uploaded)")
-    tags = doc.get("system_tags") if isinstance(doc, Mapping) else None
     return ModelSource(
         name=ref.name,
         model_id=ref.model_id,
         uri=info.uri,
         sha256=expected_sha256(info.metadata),
-        package=isinstance(tags, list) and PACKAGE_TAG in tags,
+        package=PACKAGE_TAG in info.system_tags,
     )
 
 
@@ -719,11 +715,8 @@ def _fetched_line(fetched: FetchedModel, source: ModelSource, var: str, seconds:
 
 
 async def _record_sha256(api: ApiClient, fetched: FetchedModel, console: Console) -> None:
-    item = {"key": SHA256_METADATA_KEY, "type": "str", "value": fetched.sha256}
     try:
-        await api.call(
-            "models.add_or_update_metadata", {"model": fetched.model_id, "metadata": [item]}
-        )
+        await api.add_model_metadata(fetched.model_id, {SHA256_METADATA_KEY: fetched.sha256})
     except ApiError as exc:
         console.info(f"model {fetched.name}: could not record its sha256 on the server ({exc})")
         log.warning("model sha256 not recorded", model=fetched.model_id, error=str(exc))

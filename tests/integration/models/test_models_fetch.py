@@ -383,6 +383,16 @@ async def test_http_404_and_unknown_model(
         await fetch_input_models(api, task_with(base="nope123"), cache, ListConsole())
 
 
+async def test_the_client_reads_system_tags_and_adds_metadata(
+    api: ApiClient, shared_server: EmbeddedServer
+) -> None:
+    model_id = register(shared_server, "https://h/m.zip", sha256="ab" * 32, package=True)
+    await api.add_model_metadata(model_id, {"epochs": "3", "sha256": "cd" * 32})
+    info = await api.get_model(model_id)
+    assert info.system_tags == ("package",)
+    assert dict(info.metadata) == {"sha256": "cd" * 32, "epochs": "3"}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("boto3") is not None, reason="boto3 is installed")
 async def test_s3_without_the_extra_says_what_to_install(
     api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.api.models import InputModelRef
+from agent.api.models import InputModelRef, ModelInfo, TaskDocumentError
 from agent.pipeline.models import (
     FetchedModel,
     ModelError,
@@ -94,3 +94,23 @@ def test_human_size() -> None:
     assert human_size(999) == "999 B"
     assert human_size(1_500_000) == "1.5 MB"
     assert human_size(2_000_000_000_000) == "2.0 TB"
+
+
+def test_model_info_parses_system_tags_and_metadata() -> None:
+    info = ModelInfo.parse(
+        {
+            "id": "m1",
+            "uri": "https://h/m.zip",
+            "system_tags": ["package", "archived"],
+            "metadata": {"sha256": {"key": "sha256", "type": "str", "value": DIGEST}, "n": 3},
+        }
+    )
+    assert info.system_tags == ("package", "archived")
+    assert dict(info.metadata) == {"sha256": DIGEST, "n": "3"}
+    assert ModelInfo.parse({"id": "m2"}).system_tags == ()
+
+
+@pytest.mark.parametrize("bad", ["package", [1], {"package": True}])
+def test_model_info_refuses_malformed_system_tags(bad: object) -> None:
+    with pytest.raises(TaskDocumentError, match=r"model\.system_tags must be a list of strings"):
+        ModelInfo.parse({"id": "m1", "system_tags": bad})
