@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tarfile
 import threading
 import time
@@ -479,7 +480,10 @@ class _Sink:
     def write(self, data: bytes) -> int:
         if self._cancel.is_set():
             raise _Cancelled
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:  # the cache's disk, not the model's source: say so
+            raise ModelError(f"cannot write to the model cache: {exc.strerror or exc}") from exc
         self._hash.update(data)
         self.size += len(data)
         return len(data)
@@ -497,6 +501,41 @@ class _Sink:
         return self._hash.hexdigest()
 
 
+def unreachable(uri: str, reason: str) -> ModelError:
+    """The error for a model whose bytes cannot be had: ``<uri> unreachable: <reason>``, the URI
+    without credentials or query."""
+    return ModelError(f"{redact(uri)} unreachable: {reason}")
+
+
+def transport_reason(exc: BaseException, host: str = "") -> str:
+    """Pure: why a connection failed, in a few words ("connection refused", "cannot resolve host
+    h (Name or service not known)"), from the exception or one it wraps (httpx → httpcore →
+    the socket's OSError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        reason = _reason_of(cause, host)
+        if reason:
+            return reason
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _reason_of(exc: BaseException, host: str) -> str:
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return "connection timed out" if isinstance(exc, httpx.ConnectTimeout) else "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host or '?'} ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({getattr(exc, 'verify_message', '') or exc})"
+    if isinstance(exc, ssl.SSLError):  # reason is set when raised by the ssl module itself
+        return f"TLS error ({getattr(exc, 'reason', '') or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return ""
+
+
 def _fetch_to(uri: str, dest: Path, cancel: threading.Event, headers: Mapping[str, str]) -> str:
     """Copy the model at ``uri`` to ``dest``; its sha256."""
     sink = _Sink(dest, cancel)
@@ -504,13 +543,15 @@ def _fetch_to(uri: str, dest: Path, cancel: threading.Event, headers: Mapping[st
         scheme = urlsplit(uri).scheme.lower()
         local = _local_path(uri)
         if local is not None:
-            _copy_local(local, sink)
+            _copy_local(uri, local, sink)
         elif scheme in ("http", "https"):
             _download_http(uri, sink, headers, cancel)
         elif scheme in _EXTRAS:
             _download_extra(scheme, uri, sink)
         else:
-            raise ModelError(f"cannot fetch {redact(uri)!r}: unsupported URI scheme")
+            raise ModelError(
+                f"{redact(uri)}: unsupported URI scheme {scheme!r} (file, http(s), s3, gs)"
+            )
     finally:
         sink.close()
     return sink.hexdigest()
@@ -521,27 +562,34 @@ def _local_path(uri: str) -> Path | None:
     parts = urlsplit(uri)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ModelError(f"file URI {uri!r} names a remote host")
+            raise unreachable(uri, f"a file URI on another host ({parts.hostname})")
         return Path(url2pathname(parts.path))
     if not parts.scheme and uri.startswith("/"):
         return Path(uri)
     return None
 
 
-def _copy_local(path: Path, sink: _Sink) -> None:
+def _copy_local(uri: str, path: Path, sink: _Sink) -> None:
     if path.is_dir():
         raise ModelError(
-            f"download failed: {path} is a directory (register a file, or a zip of the folder "
-            f"tagged '{PACKAGE_TAG}')"
+            f"{redact(uri)} is a directory (register a file, or a zip of the folder tagged "
+            f"'{PACKAGE_TAG}')"
         )
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                sink.write(chunk)
+        source = path.open("rb")
     except FileNotFoundError as exc:
-        raise ModelError(f"download failed: no such file {path}") from exc
-    except PermissionError as exc:
-        raise ModelError(f"download failed: permission denied reading {path}") from exc
+        raise unreachable(uri, "no such file") from exc
+    except OSError as exc:
+        raise unreachable(uri, transport_reason(exc)) from exc
+    with source:
+        while True:
+            try:
+                chunk = source.read(CHUNK_BYTES)
+            except OSError as exc:  # e.g. EIO from a failing disk or a dropped NFS mount
+                raise unreachable(uri, transport_reason(exc)) from exc
+            if not chunk:
+                return
+            sink.write(chunk)
 
 
 class _Transient(Exception):
@@ -551,7 +599,7 @@ class _Transient(Exception):
 def _download_http(
     uri: str, sink: _Sink, headers: Mapping[str, str], cancel: threading.Event
 ) -> None:
-    shown = redact(uri)
+    host = urlsplit(uri).hostname or ""
     problem = ""
     for attempt in range(DOWNLOAD_ATTEMPTS):
         if attempt and cancel.wait(RETRY_BACKOFF * 2 ** (attempt - 1)):
@@ -561,24 +609,26 @@ def _download_http(
             _http_once(uri, sink, headers)
             return
         except (_Transient, httpx.TransportError) as exc:
-            problem = str(exc) or type(exc).__name__
+            problem = transport_reason(exc, host)
             log.warning(
-                "model download attempt failed", uri=shown, attempt=attempt + 1, error=problem
+                "model download attempt failed",
+                uri=redact(uri),
+                attempt=attempt + 1,
+                error=problem,
             )
-    raise ModelError(f"download failed: {shown}: {problem} (after {DOWNLOAD_ATTEMPTS} attempts)")
+    raise unreachable(uri, f"{problem} (after {DOWNLOAD_ATTEMPTS} attempts)")
 
 
 def _http_once(uri: str, sink: _Sink, headers: Mapping[str, str]) -> None:
-    shown = redact(uri)
     with (
         httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=True) as client,
         client.stream("GET", uri, headers=dict(headers)) as response,
     ):
         status = response.status_code
         if status >= 500 or status == httpx.codes.TOO_MANY_REQUESTS:
-            raise _Transient(f"HTTP {status}")
+            raise _Transient(f"HTTP {status} {response.reason_phrase}".strip())
         if status != httpx.codes.OK:
-            raise ModelError(f"download failed: HTTP {status} from {shown}")
+            raise unreachable(uri, f"HTTP {status} {response.reason_phrase}".strip())
         for chunk in response.iter_bytes(CHUNK_BYTES):
             sink.write(chunk)
         announced = response.headers.get("content-length")
@@ -604,10 +654,10 @@ def _download_extra(scheme: str, uri: str, sink: _Sink) -> None:
             lib.client("s3").download_fileobj(bucket, key, sink)
         else:
             lib.Client().bucket(bucket).blob(key).download_to_file(sink)
-    except _Cancelled:
+    except (_Cancelled, ModelError):
         raise
     except Exception as exc:  # the SDKs raise many types; report, don't guess
-        raise ModelError(f"download failed: {redact(uri)}: {exc}") from exc
+        raise unreachable(uri, str(exc) or type(exc).__name__) from exc
 
 
 # --- the stage -----------------------------------------------------------------------------
@@ -623,7 +673,8 @@ async def fetch_input_models(
 ) -> dict[str, str]:
     """Fetch every input model of ``task`` concurrently; the environment variables that expose
     them. Start it as an asyncio task beside the environment stage; cancelling it stops the
-    downloads. Raises StageError("input model <name> (id <id>): <why>") on the first failure.
+    downloads. Raises StageError("input model <name> (<id>): <why>") on the first failure,
+    e.g. ``input model base (4f1c…): https://host/m.pt unreachable: connection refused``.
     Call ``cache.release(task.id)`` when the task has ended."""
     refs = task.input_models
     if not refs:
@@ -660,7 +711,7 @@ async def _fetch_one(
     cancel: threading.Event,
     owner: str,
 ) -> FetchedModel:
-    where = f"input model {ref.name} (id {ref.model_id})"
+    where = f"input model {ref.name} ({ref.model_id})"
     started = time.monotonic()
     try:
         source = await resolve_model(api, ref)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import importlib.util
 import json
+import socket
 import subprocess
 import threading
 import uuid
@@ -24,7 +25,7 @@ from agent.api.models import TaskSpec
 from agent.pipeline import models as models_module
 from agent.pipeline.console import ListConsole
 from agent.pipeline.errors import StageError
-from agent.pipeline.models import ModelCache, fetch_input_models
+from agent.pipeline.models import ModelCache, fetch_input_models, redact
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import api_call, wait_for
 
@@ -216,7 +217,7 @@ async def test_checksum_mismatch_fails_with_a_clear_reason_and_caches_nothing(
     with pytest.raises(StageError) as caught:
         await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
     reason = caught.value.reason
-    assert reason.startswith(f"input model base (id {model_id}): checksum mismatch")
+    assert reason.startswith(f"input model base ({model_id}): checksum mismatch")
     assert sha(b"the original")[:12] in reason and sha(b"not what was recorded")[:12] in reason
     assert cache.usage() == (0, [])
     assert not any((cache.root / "tmp").iterdir())
@@ -354,33 +355,71 @@ async def test_transient_http_errors_are_retried(
     assert http_files.hits[uri.removeprefix(http_files.base)] == 3
 
 
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("file:///nonexistent/dir/model.pt", "download failed: no such file /nonexistent"),
-        ("ftp://example.com/model.pt", "unsupported URI scheme"),
-    ],
-)
-async def test_unfetchable_uris(
-    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, uri: str, expected: str
-) -> None:
-    model_id = register(shared_server, uri)
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound but not listening: a connection to it is refused, with no race."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+async def fetch_failure(api: ApiClient, cache: ModelCache, model_id: str) -> str:
     with pytest.raises(StageError) as caught:
         await fetch_input_models(api, task_with(base=model_id), cache, ListConsole())
-    assert caught.value.reason.startswith(f"input model base (id {model_id}): ")
-    assert expected in caught.value.reason
+    return caught.value.reason
 
 
-async def test_http_404_and_unknown_model(
+async def test_unreachable_uris_fail_the_task_naming_model_uri_and_cause(
+    api: ApiClient,
+    shared_server: EmbeddedServer,
+    cache: ModelCache,
+    refusing_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(models_module, "RETRY_BACKOFF", 0.01)
+    cases = {
+        f"http://127.0.0.1:{refusing_port}/x": "connection refused (after 3 attempts)",
+        "https://user:hunter2@no-such-host.invalid/m.pt?token=s3cr3t": (
+            "cannot resolve host no-such-host.invalid ("
+        ),
+        "file:///nonexistent/dir/model.pt": "no such file",
+        "file://fileserver/models/model.pt": "a file URI on another host (fileserver)",
+    }
+    for uri, cause in cases.items():
+        model_id = register(shared_server, uri)
+        shown = redact(uri)
+        reason = await fetch_failure(api, cache, model_id)
+        assert reason.startswith(f"input model base ({model_id}): {shown} unreachable: {cause}")
+        assert "hunter2" not in reason and "s3cr3t" not in reason and "user" not in reason
+    assert cache.usage() == (0, [])
+    assert not any((cache.root / "tmp").iterdir())
+
+
+async def test_http_404_unknown_model_and_unsupported_scheme(
     api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, http_files: Served
 ) -> None:
     missing = register(shared_server, http_files.base + "/nope/model.pt?token=secret")
-    with pytest.raises(StageError) as caught:
-        await fetch_input_models(api, task_with(base=missing), cache, ListConsole())
-    assert "download failed: HTTP 404 from http://127.0.0.1:" in caught.value.reason
-    assert "secret" not in caught.value.reason
-    with pytest.raises(StageError, match=r"input model base \(id nope123\): no such model"):
+    assert await fetch_failure(api, cache, missing) == (
+        f"input model base ({missing}): {http_files.base}/nope/model.pt unreachable: "
+        "HTTP 404 Not Found"
+    )
+    ftp = register(shared_server, "ftp://example.com/model.pt")
+    assert await fetch_failure(api, cache, ftp) == (
+        f"input model base ({ftp}): ftp://example.com/model.pt: unsupported URI scheme 'ftp' "
+        "(file, http(s), s3, gs)"
+    )
+    with pytest.raises(StageError, match=r"^input model base \(nope123\): no such model"):
         await fetch_input_models(api, task_with(base="nope123"), cache, ListConsole())
+
+
+async def test_a_directory_is_not_a_model(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, tmp_path: Path
+) -> None:
+    model_id = register(shared_server, tmp_path.as_uri())
+    assert await fetch_failure(api, cache, model_id) == (
+        f"input model base ({model_id}): {tmp_path.as_uri()} is a directory (register a file, "
+        "or a zip of the folder tagged 'package')"
+    )
 
 
 async def test_the_client_reads_system_tags_and_adds_metadata(

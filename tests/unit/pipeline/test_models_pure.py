@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.api.models import InputModelRef, ModelInfo, TaskDocumentError
@@ -16,6 +19,8 @@ from agent.pipeline.models import (
     input_model_env,
     model_env_names,
     redact,
+    transport_reason,
+    unreachable,
 )
 
 DIGEST = "ab" * 32
@@ -114,3 +119,45 @@ def test_model_info_parses_system_tags_and_metadata() -> None:
 def test_model_info_refuses_malformed_system_tags(bad: object) -> None:
     with pytest.raises(TaskDocumentError, match=r"model\.system_tags must be a list of strings"):
         ModelInfo.parse({"id": "m1", "system_tags": bad})
+
+
+def _wrapped(inner: BaseException, outer: BaseException) -> BaseException:
+    """``outer`` raised from ``inner``, as httpx wraps the socket's error."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise outer from exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (
+            _wrapped(ConnectionRefusedError(111, "Connection refused"), httpx.ConnectError("x")),
+            "connection refused",
+        ),
+        (
+            _wrapped(socket.gaierror(-2, "Name or service not known"), httpx.ConnectError("x")),
+            "cannot resolve host h.invalid (Name or service not known)",
+        ),
+        (httpx.ConnectTimeout("x"), "connection timed out"),
+        (httpx.ReadTimeout("x"), "timed out"),
+        (
+            _wrapped(OSError(101, "Network is unreachable"), RuntimeError()),
+            "network is unreachable",
+        ),
+        (ssl.SSLError(1, "[SSL] wrong version number"), "TLS error ("),
+        (httpx.RemoteProtocolError("Server disconnected"), "Server disconnected"),
+        (RuntimeError(), "RuntimeError"),
+    ],
+)
+def test_transport_reason_names_the_underlying_cause(exc: BaseException, reason: str) -> None:
+    assert transport_reason(exc, "h.invalid").startswith(reason)
+
+
+def test_unreachable_redacts_the_uri() -> None:
+    error = unreachable("https://k:secret@h/m.pt?X-Amz-Signature=s", "connection refused")
+    assert str(error) == "https://h/m.pt unreachable: connection refused"
