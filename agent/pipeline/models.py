@@ -19,6 +19,19 @@ per URI makes concurrent agents download a model once. It is bounded by size; th
 used entries go first, except those leased by a running task (``leases/<task id>.json``, released
 with :meth:`ModelCache.release`). Entries are made read-only: in docker mode the cache directory is
 mounted read-only at the same path.
+
+Verifying cache hits: a cached copy is checked before a task gets it, against the manifest
+recorded when it was cached (each file's size, mtime, ctime and sha256). A file missing, added or
+resized fails at once. An entry under ``FULL_VERIFY_BELOW`` bytes (256 MB) is re-hashed in full
+on every hit: sha256 runs at ~1 GB/s, so that costs a fraction of a second from the page cache,
+about a second from disk, and overlaps the environment build. A larger entry is re-hashed only
+where a file's mtime or ctime moved: an overwrite, a ``chmod``, even a write whose mtime was put
+back with ``os.utime`` moves the ctime, which no system call sets back (short of changing the
+clock). The trade-off: a change that leaves the inode untouched (bit rot, a raw write to the
+block device) in an entry over the threshold goes unseen; catching it would mean re-hashing tens
+of GB at every task start. An intact entry whose times moved is re-stamped after its re-hash, so
+the next hit is cheap again. An entry that fails is evicted (unless another agent replaced it
+meanwhile), the task's console says so, and the model is fetched again.
 """
 
 from __future__ import annotations
@@ -69,6 +82,9 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 LOCK_TIMEOUT = 120.0  # the cache's bookkeeping lock: held for milliseconds
 LOCK_POLL = 0.5  # a URI lock (held for a whole download) is polled so a cancel gets through
 SHORT_SHA = 12
+# A cache hit on an entry smaller than this is re-hashed in full; a larger one only when a file's
+# size, mtime or ctime changed since it was cached (see "Verifying cache hits" above).
+FULL_VERIFY_BELOW = 256_000_000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE_VAR_CHARS = re.compile(r"[^A-Za-z0-9]+")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+|^\.+")
@@ -108,6 +124,7 @@ class FetchedModel:
     cache_hit: bool
     size: int = 0  # bytes in the cache (extracted size for a package)
     recorded: bool = False  # the model recorded the digest before this fetch
+    rehashed: bool = False  # a cache hit whose content was hashed again before use
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -166,15 +183,67 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """One file of a cache entry as recorded when it was cached (or as observed now: then
+    ``sha256`` is empty). A symbolic link is recorded by its target."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str = ""
+
+    def stamp(self) -> tuple[int, int, int]:
+        return self.size, self.mtime_ns, self.ctime_ns
+
+
+@dataclass(frozen=True)
+class EntryCheck:
+    """What a cache hit needs before use: ``problem`` says why the entry is unusable (it is
+    evicted and fetched again); otherwise the files in ``rehash`` must match their digests."""
+
+    problem: str = ""
+    rehash: tuple[str, ...] = ()
+
+
+def check_entry(
+    recorded: Mapping[str, FileRecord],
+    observed: Mapping[str, FileRecord],
+    full_verify_below: int = FULL_VERIFY_BELOW,
+) -> EntryCheck:
+    """Pure: compare an entry's files with its manifest. Missing, added or resized files are a
+    problem at once; below ``full_verify_below`` bytes every file is re-hashed, above it only
+    those whose mtime or ctime changed."""
+    if missing := sorted(recorded.keys() - observed.keys()):
+        return EntryCheck(f"{missing[0]} is missing")
+    if added := sorted(observed.keys() - recorded.keys()):
+        return EntryCheck(f"{added[0]} was added")
+    for name in sorted(recorded):
+        if observed[name].size != recorded[name].size:
+            return EntryCheck(
+                f"{name} has {observed[name].size} bytes, {recorded[name].size} recorded"
+            )
+    if sum(record.size for record in recorded.values()) < full_verify_below:
+        return EntryCheck(rehash=tuple(sorted(recorded)))
+    return EntryCheck(
+        rehash=tuple(
+            name for name in sorted(recorded) if observed[name].stamp() != recorded[name].stamp()
+        )
+    )
+
+
 # --- the cache -------------------------------------------------------------------------------
 
 
 class ModelCache:
     """A size-bounded, content-addressed store of model files shared by the machine's agents."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(
+        self, root: Path, max_bytes: int, *, full_verify_below: int = FULL_VERIFY_BELOW
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes  # 0 or less: unbounded
+        self.full_verify_below = full_verify_below
         for sub in ("entries", "uris", "tmp", "locks", "leases"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         with self._lock():
@@ -188,16 +257,18 @@ class ModelCache:
         owner: str,
         cancel: threading.Event | None = None,
         headers: Mapping[str, str] | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> FetchedModel:
-        """Blocking: the model's local path, from the cache or downloaded (and verified) into
-        it; leased to ``owner`` until :meth:`release`. :class:`ModelError` says what failed."""
+        """Blocking: the model's local path, from the cache (verified first) or downloaded (and
+        verified) into it; leased to ``owner`` until :meth:`release`. ``notice`` hears about a
+        cached copy that failed verification. :class:`ModelError` says what failed."""
         cancel = cancel or threading.Event()
         stamp = _local_stamp(source.uri)
-        hit = self._lookup(source, stamp, owner)
+        hit = self._hit(source, stamp, owner, cancel, notice)
         if hit:
             return hit
         with self._uri_lock(source.uri, cancel):
-            hit = self._lookup(source, stamp, owner)  # another agent may have fetched it
+            hit = self._hit(source, stamp, owner, cancel, notice)  # fetched by another agent?
             if hit:
                 return hit
             return self._download(source, stamp, owner, cancel, headers or {})
@@ -213,19 +284,96 @@ class ModelCache:
             entries = self._entries()
         return sum(size for _, _, size in entries), [key for key, _, _ in entries]
 
-    # lookup and download -------------------------------------------------------------------
-    def _lookup(self, source: ModelSource, stamp: str, owner: str) -> FetchedModel | None:
+    # lookup, verification and download ---------------------------------------------------
+    def _hit(
+        self,
+        source: ModelSource,
+        stamp: str,
+        owner: str,
+        cancel: threading.Event,
+        notice: Callable[[str], None] | None,
+    ) -> FetchedModel | None:
+        """The cached copy, leased to ``owner`` once verified; None when there is none (or it
+        failed verification: then it is evicted)."""
         with self._lock():
             sha = source.sha256 or self._indexed(source.uri, stamp)
             if not sha:
                 return None
-            entry = self._use(_key(sha, source.package), owner)
-        if entry is None:
+            key = _key(sha, source.package)
+            meta = self._use(key, owner)
+        if meta is None:
             return None
-        path, size = entry
+        entry = self.root / "entries" / key
+        problem, rehashed = self._verify(entry, meta, cancel)  # outside the lock: may take long
+        if problem:
+            self._discard(key, meta, owner)
+            log.warning("model cache entry failed verification", key=key, problem=problem)
+            if notice:
+                notice(
+                    f"model {source.name}: the cached copy failed verification ({problem}); "
+                    "evicted, fetching it again"
+                )
+            return None
         return FetchedModel(
-            source.name, source.model_id, path, sha, True, size, source.sha256 is not None
+            source.name,
+            source.model_id,
+            _exposed(entry, meta),
+            sha,
+            True,
+            int(meta.get("size", 0)),
+            source.sha256 is not None,
+            rehashed,
         )
+
+    def _verify(
+        self, entry: Path, meta: Mapping[str, Any], cancel: threading.Event
+    ) -> tuple[str, bool]:
+        """Why a cached entry cannot be used ("" when it can), and whether it was re-hashed."""
+        try:
+            recorded = _manifest_of(meta)
+        except (KeyError, TypeError, ValueError):
+            return "it has no valid manifest (cached by an older agent?)", False
+        content = entry / _CONTENT
+        try:
+            observed = _observe(content)
+        except OSError as exc:
+            return f"cannot list it: {exc.strerror or exc}", False
+        check = check_entry(recorded, observed, self.full_verify_below)
+        if check.problem:
+            return check.problem, False
+        for name in check.rehash:
+            try:
+                digest = _hash_path(content / name, cancel)
+            except OSError as exc:
+                return f"{name}: {exc.strerror or exc}", False
+            if digest != recorded[name].sha256:
+                expected = recorded[name].sha256
+                return (
+                    f"{name} has sha256 {digest[:SHORT_SHA]}…, {expected[:SHORT_SHA]}… recorded"
+                ), False
+        if any(observed[name].stamp() != record.stamp() for name, record in recorded.items()):
+            self._restamp(entry, meta, observed)  # touched, not changed: cheap next time
+        return "", bool(check.rehash)
+
+    def _discard(self, key: str, meta: Mapping[str, Any], owner: str) -> None:
+        """Evict an entry that failed verification, unless another agent replaced it since."""
+        with self._lock():
+            self._unlease(owner, key)
+            if _read_meta(self.root / "entries" / key).get("generation") == meta.get("generation"):
+                with contextlib.suppress(FileNotFoundError):  # another agent evicted it first
+                    self._remove_entry(key)
+
+    def _restamp(
+        self, entry: Path, meta: Mapping[str, Any], observed: Mapping[str, FileRecord]
+    ) -> None:
+        recorded = _manifest_of(meta)
+        files = {
+            name: FileRecord(*observed[name].stamp(), record.sha256)
+            for name, record in recorded.items()
+        }
+        with self._lock():
+            if _read_meta(entry).get("generation") == meta.get("generation"):
+                _write_atomic(entry / _META, json.dumps({**meta, "files": _manifest_doc(files)}))
 
     def _download(
         self,
@@ -245,10 +393,18 @@ class ModelCache:
                     f"{redact(source.uri)} has {sha[:SHORT_SHA]}…"
                 )
             name = _stage_content(stage, source)
-            size = _tree_size(stage / _CONTENT)
-            meta = {"sha256": sha, "name": name, "size": size, "package": source.package}
-            (stage / _META).write_text(json.dumps(meta))
             _make_read_only(stage / _CONTENT)
+            files = _manifest(stage / _CONTENT, {name: sha} if name else {}, cancel)
+            size = sum(record.size for record in files.values())
+            meta = {
+                "sha256": sha,
+                "name": name,
+                "size": size,
+                "package": source.package,
+                "generation": uuid.uuid4().hex,
+                "files": _manifest_doc(files),
+            }
+            (stage / _META).write_text(json.dumps(meta))
             path = self._commit(stage, _key(sha, source.package), source.uri, stamp, sha, owner)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -264,27 +420,24 @@ class ModelCache:
                 stage.rename(entry)
             record = {"uri": redact(uri), "sha256": sha, "stamp": stamp}
             _write_atomic(self._uri_record(uri), json.dumps(record))
-            used = self._use(key, owner)
-            if used is None:  # cannot happen: committed under this very lock
+            meta = self._use(key, owner)
+            if meta is None:  # cannot happen: committed under this very lock
                 raise ModelError(f"the cache lost entry {key} while committing it")
             self._evict(protect={key})
-        return used[0]
+        return _exposed(entry, meta)
 
     # bookkeeping (callers hold the lock) -----------------------------------------------------
-    def _use(self, key: str, owner: str) -> tuple[Path, int] | None:
-        """Touch and lease an entry; its exposed path and size, or None when absent."""
+    def _use(self, key: str, owner: str) -> dict[str, Any] | None:
+        """Touch and lease an entry; its metadata, or None when absent."""
         entry = self.root / "entries" / key
-        try:
-            meta = json.loads((entry / _META).read_text())
-        except FileNotFoundError:
+        meta = _read_meta(entry)
+        if not meta:
             return None
         now = time.time_ns()
         (entry / _USED).touch()
         os.utime(entry / _USED, ns=(now, now))
         self._lease(owner, key)
-        content = entry / _CONTENT
-        path = content if meta.get("package") else content / str(meta["name"])
-        return path, int(meta.get("size", 0))
+        return meta
 
     def _lease_path(self, owner: str) -> Path:
         return self.root / "leases" / f"{_UNSAFE_FILE_CHARS.sub('_', owner)}.json"
@@ -298,6 +451,15 @@ class ModelCache:
             keys.append(key)
         lease = {"pid": os.getpid(), "host": socket.gethostname(), "keys": keys}
         _write_atomic(path, json.dumps(lease))
+
+    def _unlease(self, owner: str, key: str) -> None:
+        path = self._lease_path(owner)
+        try:
+            lease = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        keys = [k for k in lease.get("keys", []) if k != key]
+        _write_atomic(path, json.dumps({**lease, "keys": keys}))
 
     def _leased(self) -> set[str]:
         """Keys leased by live owners; leases of dead agent processes are removed."""
@@ -393,6 +555,76 @@ def _key(sha: str, package: bool) -> str:
     return sha + _PACKAGE_SUFFIX if package else sha
 
 
+def _read_meta(entry: Path) -> dict[str, Any]:
+    """An entry's metadata; empty when the entry is absent (or its metadata unreadable)."""
+    try:
+        meta = json.loads((entry / _META).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _exposed(entry: Path, meta: Mapping[str, Any]) -> Path:
+    """What the task gets: the file, or the extracted folder of a package."""
+    content = entry / _CONTENT
+    return content if meta.get("package") else content / str(meta["name"])
+
+
+def _observe(content: Path) -> dict[str, FileRecord]:
+    """Every file (and symbolic link) under ``content`` with its size and times (no digest)."""
+    found: dict[str, FileRecord] = {}
+    for top, dirs, files in os.walk(content):
+        links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        for name in (*files, *links):
+            path = Path(top, name)
+            st = path.lstat()
+            rel = path.relative_to(content).as_posix()
+            found[rel] = FileRecord(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return found
+
+
+def _hash_path(path: Path, cancel: threading.Event) -> str:
+    """A file's sha256 (a symbolic link's: of its target), read in chunks, cancellable."""
+    digest = hashlib.sha256()
+    if path.is_symlink():
+        digest.update(os.readlink(path).encode())
+        return digest.hexdigest()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            if cancel.is_set():
+                raise _Cancelled
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest(
+    content: Path, known: Mapping[str, str], cancel: threading.Event
+) -> dict[str, FileRecord]:
+    """The files of a staged entry with their digests (``known`` ones are not hashed again)."""
+    return {
+        name: FileRecord(*seen.stamp(), known.get(name) or _hash_path(content / name, cancel))
+        for name, seen in _observe(content).items()
+    }
+
+
+def _manifest_doc(files: Mapping[str, FileRecord]) -> dict[str, list[int | str]]:
+    return {
+        name: [record.size, record.mtime_ns, record.ctime_ns, record.sha256]
+        for name, record in files.items()
+    }
+
+
+def _manifest_of(meta: Mapping[str, Any]) -> dict[str, FileRecord]:
+    """The manifest recorded in an entry's metadata; KeyError/TypeError/ValueError if none."""
+    files = meta["files"]
+    if not isinstance(files, dict):
+        raise TypeError("files")
+    return {
+        str(name): FileRecord(int(size), int(mtime), int(ctime), str(sha))
+        for name, (size, mtime, ctime, sha) in files.items()
+    }
+
+
 def _local_stamp(uri: str) -> str:
     """For a local file, size and modification time: a changed file is not a cache hit."""
     path = _local_path(uri)
@@ -409,10 +641,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def _tree_size(root: Path) -> int:
-    return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _make_read_only(root: Path) -> None:
@@ -717,7 +945,7 @@ async def _fetch_one(
         source = await resolve_model(api, ref)
         headers = headers_for(source.uri) if headers_for else {}
         fetched = await asyncio.to_thread(
-            cache.fetch, source, owner=owner, cancel=cancel, headers=headers
+            cache.fetch, source, owner=owner, cancel=cancel, headers=headers, notice=console.info
         )
     except ModelError as exc:
         raise StageError(f"{where}: {exc}", stage="models") from exc
@@ -755,7 +983,8 @@ def _fetched_line(fetched: FetchedModel, source: ModelSource, var: str, seconds:
     what = "package" if source.package else "file"
     digest = f"sha256 {fetched.sha256[:SHORT_SHA]}"
     if fetched.cache_hit:
-        how = f"cache hit ({human_size(fetched.size)} {what}, {digest})"
+        check = "re-verified" if fetched.rehashed else "size and times unchanged"
+        how = f"cache hit ({human_size(fetched.size)} {what}, {digest} {check})"
     else:
         check = "verified" if fetched.recorded else "computed"
         how = (

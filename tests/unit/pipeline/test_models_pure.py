@@ -11,8 +11,11 @@ import pytest
 
 from agent.api.models import InputModelRef, ModelInfo, TaskDocumentError
 from agent.pipeline.models import (
+    EntryCheck,
     FetchedModel,
+    FileRecord,
     ModelError,
+    check_entry,
     expected_sha256,
     file_name_of,
     human_size,
@@ -161,3 +164,47 @@ def test_transport_reason_names_the_underlying_cause(exc: BaseException, reason:
 def test_unreachable_redacts_the_uri() -> None:
     error = unreachable("https://k:secret@h/m.pt?X-Amz-Signature=s", "connection refused")
     assert str(error) == "https://h/m.pt unreachable: connection refused"
+
+
+RECORDED = {
+    "a.bin": FileRecord(100, 1, 2, "aa" * 32),
+    "dir/b.bin": FileRecord(50, 3, 4, "bb" * 32),
+}
+
+
+def _observed(changes: dict[str, FileRecord] | None = None) -> dict[str, FileRecord]:
+    """The recorded files as stat sees them (no digest), with ``changes``."""
+    seen = {name: FileRecord(*record.stamp()) for name, record in RECORDED.items()}
+    return {**seen, **(changes or {})}
+
+
+@pytest.mark.parametrize(
+    ("observed", "problem"),
+    [
+        ({"a.bin": FileRecord(100, 1, 2)}, "dir/b.bin is missing"),
+        (_observed({"extra/x": FileRecord(1, 1, 1)}), "extra/x was added"),
+        (_observed({"a.bin": FileRecord(99, 1, 2)}), "a.bin has 99 bytes, 100 recorded"),
+    ],
+)
+def test_check_entry_refuses_missing_added_and_resized_files(
+    observed: dict[str, FileRecord], problem: str
+) -> None:
+    assert check_entry(RECORDED, observed, full_verify_below=0) == EntryCheck(problem)
+
+
+def test_check_entry_rehashes_a_small_entry_whole() -> None:
+    assert check_entry(RECORDED, _observed(), full_verify_below=151) == EntryCheck(
+        rehash=("a.bin", "dir/b.bin")
+    )
+
+
+def test_check_entry_rehashes_only_changed_files_of_a_big_entry() -> None:
+    assert check_entry(RECORDED, _observed(), full_verify_below=150) == EntryCheck()
+    moved_mtime = _observed({"a.bin": FileRecord(100, 9, 2)})
+    assert check_entry(RECORDED, moved_mtime, full_verify_below=150).rehash == ("a.bin",)
+    moved_ctime = _observed({"dir/b.bin": FileRecord(50, 3, 9)})
+    assert check_entry(RECORDED, moved_ctime, full_verify_below=150).rehash == ("dir/b.bin",)
+
+
+def test_check_entry_of_an_empty_package() -> None:
+    assert check_entry({}, {}) == EntryCheck()
