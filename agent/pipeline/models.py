@@ -17,8 +17,10 @@ next run verifies against it.
 The cache is shared by every agent on the machine: one ``filelock`` guards its bookkeeping, one
 per URI makes concurrent agents download a model once. It is bounded by size; the least recently
 used entries go first, except those leased by a running task (``leases/<task id>.json``, released
-with :meth:`ModelCache.release`). Entries are made read-only: in docker mode the cache directory is
-mounted read-only at the same path.
+with :meth:`ModelCache.release`). Leased models can hold the cache over its bound, never other
+ones: each commit and each release evicts (:attr:`CacheState.within_bound` is the invariant).
+Entries are made read-only: in docker mode the cache directory is mounted read-only at the same
+path.
 
 Verifying cache hits: a cached copy is checked before a task gets it, against the manifest
 recorded when it was cached (each file's size, mtime, ctime and sha256). A file missing, added or
@@ -79,7 +81,8 @@ CHUNK_BYTES = 1 << 20
 DOWNLOAD_ATTEMPTS = 3
 RETRY_BACKOFF = 1.0  # seconds before the second attempt; doubled after each failure
 HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
-LOCK_TIMEOUT = 120.0  # the cache's bookkeeping lock: held for milliseconds
+LOCK_TIMEOUT = 120.0  # the cache's bookkeeping lock: held for milliseconds…
+LOCK_RETRY = 0.005  # …so a waiter retries often (filelock's default is 50 ms)
 LOCK_POLL = 0.5  # a URI lock (held for a whole download) is polled so a cancel gets through
 SHORT_SHA = 12
 # A cache hit on an entry smaller than this is re-hashed in full; a larger one only when a file's
@@ -232,6 +235,33 @@ def check_entry(
     )
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str  # sha256, with ".x" for an extracted package
+    size: int
+    leased: bool  # used by a running task: never evicted
+
+
+@dataclass(frozen=True)
+class CacheState:
+    max_bytes: int  # 0 or less: unbounded
+    entries: tuple[CacheEntry, ...]  # least recently used first
+
+    @property
+    def total(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+    @property
+    def within_bound(self) -> bool:
+        """The cache's invariant: within its bound, or over it only because every entry left is
+        leased (eviction never takes a model from a running task)."""
+        return (
+            self.max_bytes <= 0
+            or self.total <= self.max_bytes
+            or all(entry.leased for entry in self.entries)
+        )
+
+
 # --- the cache -------------------------------------------------------------------------------
 
 
@@ -274,15 +304,26 @@ class ModelCache:
             return self._download(source, stamp, owner, cancel, headers or {})
 
     def release(self, owner: str) -> None:
-        """The task ``owner`` no longer uses its models: they may be evicted."""
+        """The task ``owner`` no longer uses its models: they may be evicted, and are at once if
+        its lease held the cache over its bound."""
         with self._lock():
             self._lease_path(owner).unlink(missing_ok=True)
+            self._evict(protect=set())
 
     def usage(self) -> tuple[int, list[str]]:
         """Bytes held and entry keys, least recently used first."""
         with self._lock():
             entries = self._entries()
         return sum(size for _, _, size in entries), [key for key, _, _ in entries]
+
+    def state(self) -> CacheState:
+        """The entries, their sizes and whether a live task leases them (one consistent view)."""
+        with self._lock():
+            leased = self._leased()
+            entries = tuple(
+                CacheEntry(key, size, key in leased) for key, _, size in self._entries()
+            )
+        return CacheState(self.max_bytes, entries)
 
     # lookup, verification and download ---------------------------------------------------
     def _hit(
@@ -531,7 +572,9 @@ class ModelCache:
 
     # locks ------------------------------------------------------------------------------
     def _lock(self) -> filelock.FileLock:
-        return filelock.FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT)
+        return filelock.FileLock(
+            str(self.root / ".lock"), timeout=LOCK_TIMEOUT, poll_interval=LOCK_RETRY
+        )
 
     @contextlib.contextmanager
     def _uri_lock(self, uri: str, cancel: threading.Event) -> Iterator[None]:

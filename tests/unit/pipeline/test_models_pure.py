@@ -11,6 +11,8 @@ import pytest
 
 from agent.api.models import InputModelRef, ModelInfo, TaskDocumentError
 from agent.pipeline.models import (
+    CacheEntry,
+    CacheState,
     EntryCheck,
     FetchedModel,
     FileRecord,
@@ -208,3 +210,20 @@ def test_check_entry_rehashes_only_changed_files_of_a_big_entry() -> None:
 
 def test_check_entry_of_an_empty_package() -> None:
     assert check_entry({}, {}) == EntryCheck()
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "entries", "within"),
+    [
+        (100, [("a", 60, False), ("b", 40, False)], True),
+        (100, [("a", 60, False), ("b", 41, True)], False),  # "a" should have gone
+        (100, [("a", 60, True), ("b", 41, True)], True),  # over, but only for running tasks
+        (0, [("a", 10**12, False)], True),  # unbounded
+    ],
+)
+def test_cache_state_within_bound(
+    max_bytes: int, entries: list[tuple[str, int, bool]], within: bool
+) -> None:
+    state = CacheState(max_bytes, tuple(CacheEntry(*entry) for entry in entries))
+    assert state.within_bound is within
+    assert state.total == sum(size for _, size, _ in entries)
