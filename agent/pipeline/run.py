@@ -235,4 +235,17 @@ def _clean_up(ctx: TaskContext, task_id: str) -> None:
     ctx.models.release(task_id)
     if ctx.keep_work_dir:
         return
-    shutil.rmtree(ctx.settings.work_root / task_id, ignore_errors=True)
+    failures: list[str] = []
+
+    def note(_function: object, path: str, exc_info: tuple[object, BaseException, object]) -> None:
+        failures.append(f"{path}: {exc_info[1]}")
+
+    work_dir = ctx.settings.work_root / task_id
+    shutil.rmtree(work_dir, onerror=note)  # onexc needs Python 3.12
+    if failures:  # e.g. files a task container wrote as another user: say so, do not hide it
+        log.warning(
+            "task work dir not fully removed",
+            path=str(work_dir),
+            failures=len(failures),
+            first=failures[0],
+        )
