@@ -456,8 +456,9 @@ class ModelCache:
     def _commit(self, stage: Path, key: str, uri: str, stamp: str, sha: str, owner: str) -> Path:
         with self._lock():
             entry = self.root / "entries" / key
-            if not (entry / _META).exists():
-                shutil.rmtree(entry, ignore_errors=True)  # a partial entry cannot exist; be sure
+            if not _read_meta(entry):  # none yet, or one whose metadata is unreadable: replace
+                if entry.exists():
+                    self._remove_entry(key)
                 stage.rename(entry)
             record = {"uri": redact(uri), "sha256": sha, "stamp": stamp}
             _write_atomic(self._uri_record(uri), json.dumps(record))

@@ -162,3 +162,16 @@ async def test_an_entry_without_a_manifest_is_fetched_again(
     assert "failed verification (it has no valid manifest" in console
     assert again.read_bytes() == CONTENT
     assert "files" in json.loads(meta_path.read_text())
+
+
+async def test_an_entry_with_unreadable_metadata_is_replaced(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, tmp_path: Path
+) -> None:
+    model_id = register(shared_server, local_file(tmp_path, "m.pt", CONTENT).as_uri())
+    path, _ = await fetch(api, cache, model_id)
+    (path.parent.parent / "meta.json").write_text('{"sha256": "trunc')  # a torn write
+
+    again, console = await fetch(api, cache, model_id)
+    assert again == path and again.read_bytes() == CONTENT
+    assert "fetched file://" in console
+    assert cache.usage() == (len(CONTENT), [sha(CONTENT)])
