@@ -89,7 +89,7 @@ async def run_task(
             log.error("spool failure", error=str(exc))
         # The final status must arrive even through a server outage: the forever-retrying client.
         await report(ctx.shipping_api, task_id, outcome)
-    _clean_up(ctx, task_id)
+    await asyncio.to_thread(_clean_up, ctx, task_id)  # rmtree and cache eviction block
     structlog.contextvars.unbind_contextvars("task_id")
     return outcome
 
