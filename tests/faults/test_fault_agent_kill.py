@@ -23,7 +23,7 @@ from tests.integration.daemon.support import create_task, task_doc, wait_final, 
 
 pytestmark = pytest.mark.slow
 
-WORKER_TIMEOUT = 3.0  # the server forgets a silent agent after this long (tests only)
+WORKER_TIMEOUT = 5.0  # the server forgets a silent agent after this long (tests only)
 FAST = {"CONVEYOR_HEARTBEAT_INTERVAL": "0.5"}  # well inside the worker timeout
 
 # First run: an escapee child, 100 lines, wait for the test's go, 100 more lines, then hang.
