@@ -139,4 +139,7 @@ async def execute_one(settings: Settings, access: ServerAccess, task_id: str) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        return await run_task(ctx, task_id, settings.effective_worker_id, (), shutdown)
+        # Its own worker id: a daemon on this host restarting meanwhile must not take this task
+        # for one of its own lost ones.
+        worker = f"{settings.effective_worker_id}:execute"
+        return await run_task(ctx, task_id, worker, (), shutdown)

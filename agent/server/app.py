@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -203,9 +203,14 @@ def create_app(
         if endpoint is None:
             msg = f"unknown endpoint {name!r} (not supported by this server)"
             return Reply.of(404, None, name, msg=msg).response()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the client gave up (e.g. a cancelled poll): nobody to answer
+            log.debug("client disconnected before its request body was read", endpoint=name)
+            return Response(status_code=400)
         incoming = Incoming(
             name=name,
-            raw=await request.body(),
+            raw=raw,
             content_type=request.headers.get("content-type", ""),
             query=dict(request.query_params),
             authorization=request.headers.get("authorization", ""),
