@@ -154,6 +154,8 @@ def test_agent_back_before_the_watchdog_fails_the_lost_task_and_serves_on(
         try:
             wait_for(lambda: pids_file.exists() and pids_file.read_text(), 60, "the task")
             orphans = _pids(pids_file)
+            # the line must have left the pipe before the kill, or nobody can deliver it
+            wait_for(lambda: "hanging" in task_records(server, task_id), 30, "its line")
             first.signal(signal.SIGKILL)
             first.wait(10)
             second = launch(server, data_dir, agent_cache, "back", log_name="agent-2.log")
