@@ -104,9 +104,20 @@ def values_of(samples: Iterable[Sample], scenario: str, metric: str, agent: str)
 @dataclass(frozen=True)
 class Row:
     measure: Measure
-    conveyor: float | None
-    clearml: float | None
-    runs: tuple[int, int]
+    ours: tuple[float, ...]  # Conveyor's values, one per run
+    theirs: tuple[float, ...]  # clearml-agent's
+
+    @property
+    def conveyor(self) -> float | None:
+        return median(self.ours)
+
+    @property
+    def clearml(self) -> float | None:
+        return median(self.theirs)
+
+    @property
+    def runs(self) -> tuple[int, int]:
+        return len(self.ours), len(self.theirs)
 
     @property
     def ratio(self) -> float | None:
@@ -130,13 +141,25 @@ def summarise(samples: Sequence[Sample]) -> list[Row]:
         ours = values_of(samples, m.scenario, m.metric, CONVEYOR)
         theirs = values_of(samples, m.scenario, m.metric, CLEARML)
         if ours or theirs:
-            rows.append(Row(m, median(ours), median(theirs), (len(ours), len(theirs))))
+            rows.append(Row(m, tuple(ours), tuple(theirs)))
     return rows
 
 
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
+def _cell(values: Sequence[float], unit: str) -> str:
+    """The median, and the range when there is more than one run."""
+    middle = median(values)
+    if middle is None:
         return "—"
+    if len(values) < 2 or min(values) == max(values):
+        return _fmt(middle, unit)
+    return f"{_fmt(middle, unit)} ({_bare(min(values))}..{_bare(max(values))})"
+
+
+def _bare(value: float) -> str:
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _fmt(value: float, unit: str) -> str:
     if unit == "lines":
         return f"{value:,.0f}"
     if unit in ("MB", "/min", "%"):
@@ -148,7 +171,8 @@ def _fmt(value: float | None, unit: str) -> str:
 
 def markdown(rows: Sequence[Row], notes: Sequence[Note]) -> str:
     lines = [
-        "| measure | Conveyor | clearml-agent 3.0.3 | clearml ÷ Conveyor | goal | met | runs |",
+        "| measure | Conveyor: median (range) | clearml-agent 3.0.3 | clearml ÷ Conveyor "
+        "| goal | met | runs |",
         "|---|---:|---:|---:|---|---|---|",
     ]
     for row in rows:
@@ -156,7 +180,7 @@ def markdown(rows: Sequence[Row], notes: Sequence[Note]) -> str:
         ratio = f"{row.ratio:.1f}x" if row.ratio is not None else "—"
         met = {True: "yes", False: "**no**", None: ""}[row.met]
         lines.append(
-            f"| {m.label} | {_fmt(row.conveyor, m.unit)} | {_fmt(row.clearml, m.unit)} | "
+            f"| {m.label} | {_cell(row.ours, m.unit)} | {_cell(row.theirs, m.unit)} | "
             f"{ratio} | {m.goal} | {met} | {row.runs[0]} / {row.runs[1]} |"
         )
     if notes:

@@ -57,4 +57,4 @@ def test_summary_ratio_and_goal() -> None:
 
     assert row.conveyor == 0.4 and row.clearml == 5.0
     assert row.ratio == 12.5 and row.met is True
-    assert "| 0.400 s | 5.000 s | 12.5x |" in markdown([row], [])
+    assert "| 0.400 s (0.3..0.5) | 5.000 s | 12.5x |" in markdown([row], [])
