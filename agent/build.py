@@ -16,7 +16,7 @@ from agent.api.client import ApiClient
 from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import ServerAccess, make_plan, refine_for_source
-from agent.pipeline.source import prepare_source
+from agent.pipeline.source import prepare_source, sdk_hints
 from agent.service import host_facts
 from agent.settings import Settings
 
@@ -41,11 +41,7 @@ async def build_task(settings: Settings, access: ServerAccess, task_id: str, tar
     source = prepare_source(
         plan.source, task_dir=target, mirror_root=settings.cache_dir / "git", console=console
     )
-    text = source.entry_point.read_text(errors="replace") if source.entry_point.is_file() else ""
-    requirements = source.root / "requirements.txt"
-    plan = refine_for_source(
-        plan, spec, settings, text, requirements.read_text() if requirements.is_file() else ""
-    )
+    plan = refine_for_source(plan, spec, settings, *sdk_hints(source))
     plan.overrides.report(console)
     request = dataclasses.replace(plan.environment, source_root=source.root)
     env = VenvEnvironment().prepare(

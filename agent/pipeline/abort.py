@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import TracebackType
 
 import structlog
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
 from agent.pipeline.report import ABORTED_BY_USER, AGENT_SHUTDOWN
+from agent.supervise.sidetask import SideTask
 
 log = structlog.get_logger()
 
@@ -35,7 +35,7 @@ def abort_reason_from_status(status: str, status_message: str) -> str | None:
     return f"task status changed to {status!r} on the server"
 
 
-class AbortWatch:
+class AbortWatch(SideTask):
     """Polls the task's status as a named side task; ``event`` is set when the task must end."""
 
     def __init__(
@@ -47,7 +47,6 @@ class AbortWatch:
         self.interval = interval
         self.event = asyncio.Event()
         self.reason: str | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def trip(self, reason: str) -> None:
         if self.reason is None:
@@ -59,22 +58,11 @@ class AbortWatch:
     def tripped(self) -> bool:
         return self.event.is_set()
 
-    async def __aenter__(self) -> AbortWatch:
-        self._task = asyncio.create_task(self._watch(), name=f"abort-watch:{self.task_id}")
-        return self
+    @property
+    def side_name(self) -> str:
+        return f"abort-watch:{self.task_id}"
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _watch(self) -> None:
+    async def _run(self) -> None:
         while not self.event.is_set():
             if self.shutdown.is_set():
                 self.trip(AGENT_SHUTDOWN)

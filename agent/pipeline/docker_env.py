@@ -27,15 +27,12 @@ import structlog
 from agent.pipeline.console import Console
 from agent.pipeline.environment import (
     FREEZE_TIMEOUT,
-    RESOLVED_DIR,
     UV_CACHE,
-    VENV_DIR,
     VENV_TIMEOUT,
     EnvironmentRequest,
     PreparedEnvironment,
     UvInstaller,
-    gather_requirements,
-    install_requirements,
+    build_venv,
     venv_python,
 )
 from agent.pipeline.errors import StageError
@@ -46,7 +43,7 @@ from agent.pipeline.interpreters import (
     parse_spec,
     uv_error_summary,
 )
-from agent.pipeline.requirements import INDEX_ENV_VARS, count_frozen, resolution_key
+from agent.pipeline.requirements import INDEX_ENV_VARS, count_frozen
 
 log = structlog.get_logger()
 
@@ -173,39 +170,11 @@ def prepare_in_container(
     installer = _ContainerUv(run, req.extra_env, task_dir, cache_dir.absolute() / UV_CACHE, timeout)
     interp = find_python(run, req.python, console)
     console.info(f"python {interp.version} ({interp.path}, from the image)")
-    reqs = gather_requirements(req, installer, console)
-    python = installer.create(interp, task_dir / VENV_DIR)
-    cache_hit = False
-    if reqs:
-        # The image (not this host) decides what a resolution is valid for.
-        key = resolution_key(interp.version, reqs.text, image_id, installer.name, installer.env)
-        pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
-        cache_hit = install_requirements(installer, python, reqs, pinned, console)
-    frozen = installer.freeze(python)
-    seconds = time.monotonic() - started
-    count = count_frozen(frozen)
-    how = " (cache hit)" if cache_hit else ""
-    console.info(
-        f"environment: python {interp.version}, {count} packages, ready in {seconds:.1f} s{how}"
-    )
-    log.info(
-        "environment.ready",
-        python=interp.version,
-        packages=count,
-        cache_hit=cache_hit,
-        seconds=seconds,
-        installer="uv",
-        container=True,
-    )
-    return PreparedEnvironment(
-        venv=task_dir / VENV_DIR,
-        python=python,
-        python_version=interp.version,
-        frozen=frozen,
-        packages=count,
-        cache_hit=cache_hit,
-        seconds=seconds,
-    )
+    # The image (not this host) decides what a resolution is valid for.
+    return build_venv(
+        req, installer, interp, task_dir=task_dir, cache_dir=cache_dir, platform=image_id,
+        started=started, console=console, container=True,
+    )  # fmt: skip
 
 
 def as_is(

@@ -100,6 +100,56 @@ def default_uv() -> Path | None:
         return Path(found) if found else None
 
 
+def build_venv(
+    req: EnvironmentRequest,
+    installer: Installer,
+    interp: Interpreter,
+    *,
+    task_dir: Path,
+    cache_dir: Path,
+    platform: str,
+    started: float,
+    console: Console,
+    **log_fields: object,
+) -> PreparedEnvironment:
+    """The venv at ``task_dir/venv`` from ``interp``, requirements installed through
+    ``installer`` (resolutions cached per interpreter, requirements and ``platform``), reported
+    on the console. Shared by the host and the container environments."""
+    venv = task_dir.absolute() / VENV_DIR
+    reqs = gather_requirements(req, installer, console)
+    python = installer.create(interp, venv)
+    cache_hit = False
+    if reqs:
+        key = resolution_key(interp.version, reqs.text, platform, installer.name, installer.env)
+        pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
+        cache_hit = install_requirements(installer, python, reqs, pinned, console)
+    frozen = installer.freeze(python)
+    seconds = time.monotonic() - started
+    count = count_frozen(frozen)
+    how = " (cache hit)" if cache_hit else ""
+    console.info(
+        f"environment: python {interp.version}, {count} packages, ready in {seconds:.1f} s{how}"
+    )
+    log.info(
+        "environment.ready",
+        python=interp.version,
+        packages=count,
+        cache_hit=cache_hit,
+        seconds=seconds,
+        installer=installer.name,
+        **log_fields,
+    )
+    return PreparedEnvironment(
+        venv=venv,
+        python=python,
+        python_version=interp.version,
+        frozen=frozen,
+        packages=count,
+        cache_hit=cache_hit,
+        seconds=seconds,
+    )
+
+
 class VenvEnvironment:
     """A fresh venv per task under ``task_dir/venv`` (uv, or virtualenv + pip)."""
 
@@ -117,41 +167,12 @@ class VenvEnvironment:
             installer = self._installer(req, task_dir, cache_dir, console)
             interp = locate_interpreter(req.python, uv=self._uv)
             console.info(f"python {interp.version} ({interp.path})")
-            reqs = gather_requirements(req, installer, console)
-            python = installer.create(interp, task_dir.absolute() / VENV_DIR)
-            cache_hit = False
-            if reqs:
-                key = resolution_key(
-                    interp.version, reqs.text, platform_tag(), installer.name, installer.env
-                )
-                pinned = cache_dir.absolute() / RESOLVED_DIR / f"{key}.txt"
-                cache_hit = install_requirements(installer, python, reqs, pinned, console)
-            frozen = installer.freeze(python)
+            return build_venv(
+                req, installer, interp, task_dir=task_dir, cache_dir=cache_dir,
+                platform=platform_tag(), started=started, console=console,
+            )  # fmt: skip
         except OSError as exc:  # disk full, permissions: the task cannot run here
             raise StageError(f"could not create the environment: {exc}", stage=STAGE) from exc
-        seconds = time.monotonic() - started
-        count = count_frozen(frozen)
-        how = " (cache hit)" if cache_hit else ""
-        console.info(
-            f"environment: python {interp.version}, {count} packages, ready in {seconds:.1f} s{how}"
-        )
-        log.info(
-            "environment.ready",
-            python=interp.version,
-            packages=count,
-            cache_hit=cache_hit,
-            seconds=seconds,
-            installer=installer.name,
-        )
-        return PreparedEnvironment(
-            venv=task_dir.absolute() / VENV_DIR,
-            python=python,
-            python_version=interp.version,
-            frozen=frozen,
-            packages=count,
-            cache_hit=cache_hit,
-            seconds=seconds,
-        )
 
     def _installer(
         self, req: EnvironmentRequest, task_dir: Path, cache_dir: Path, console: Console

@@ -35,7 +35,7 @@ from agent.pipeline.plan import (
 )
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
-from agent.pipeline.source import GitCredentials, SourceResult, prepare_source
+from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
 from agent.settings import Settings
 from agent.supervise.logs import LogShipper, TaskConsole
 from agent.supervise.metrics import TaskMonitor
@@ -43,7 +43,6 @@ from agent.supervise.process import ExitInfo, describe
 
 log = structlog.get_logger()
 P = ParamSpec("P")
-MAX_HINT_CHARS = 1_000_000  # of a script read to see whether it imports clearml
 R = TypeVar("R")
 
 
@@ -107,7 +106,7 @@ async def _run_stages(
         plan = make_plan(spec, ctx.settings, ctx.host, ctx.server, gpus)
         console.info(f"task {spec.name!r} ({task_id}) on {ctx.host.hostname}, gpus: {_gpus(gpus)}")
         source = await _stage(watch, _prepare_source, ctx, plan, console)
-        plan = refine_for_source(plan, spec, ctx.settings, *_sdk_hints(source))
+        plan = refine_for_source(plan, spec, ctx.settings, *sdk_hints(source))
         plan.overrides.report(console)
         models = asyncio.ensure_future(fetch_input_models(ctx.api, spec, ctx.models, console))
         try:  # input models download while the environment is built
@@ -141,18 +140,6 @@ async def _stage(watch: AbortWatch, fn: Callable[P, R], *args: P.args, **kwargs:
         # discarded; its files are removed with the task's work dir.
         raise Aborted
     return work.result()
-
-
-def _sdk_hints(source: SourceResult) -> tuple[str, str]:
-    """The entry point's text and the repository's requirements.txt (for SDK detection)."""
-
-    def text(path: Path) -> str:
-        try:
-            return path.read_text(errors="replace")[:MAX_HINT_CHARS]
-        except OSError:
-            return ""
-
-    return text(source.entry_point), text(source.root / "requirements.txt")
 
 
 def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> SourceResult:

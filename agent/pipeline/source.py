@@ -39,6 +39,7 @@ from agent.pipeline.console import Console
 from agent.pipeline.errors import StageError
 
 log = structlog.get_logger()
+MAX_HINT_CHARS = 1_000_000  # of a script read to see whether it imports clearml
 
 STAGE = "source"
 SRC_DIR = "src"
@@ -108,6 +109,20 @@ class SourceResult:
 
 
 # --- pure: validation, masking, naming -------------------------------------------------------
+
+
+def sdk_hints(result: SourceResult) -> tuple[str, str]:
+    """The entry point's text and the repository's requirements.txt, as far as they exist:
+    what tells whether the script applies its own parameters through the clearml SDK."""
+
+    def text(path: Path) -> str:
+        try:
+            with path.open(errors="replace") as fh:
+                return fh.read(MAX_HINT_CHARS)
+        except OSError:
+            return ""
+
+    return text(result.entry_point), text(result.root / "requirements.txt")
 
 
 def validate_request(req: SourceRequest) -> None:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
@@ -26,6 +25,7 @@ import structlog
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
+from agent.supervise.sidetask import SideTask
 
 log = structlog.get_logger()
 
@@ -202,7 +202,7 @@ class ProcessTreeSampler:
         return scalars
 
 
-class TaskMonitor:
+class TaskMonitor(SideTask):
     """Reports a running task's resource scalars every ``interval`` s (a named side task).
 
     ``attach(pid)`` is given to :func:`~agent.supervise.process.run_process` as ``on_start``.
@@ -215,7 +215,6 @@ class TaskMonitor:
         self.interval = interval
         self._sampler: ProcessTreeSampler | None = None
         self._attached = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self.reports = 0
 
@@ -225,20 +224,9 @@ class TaskMonitor:
         self._started = time.monotonic()
         self._attached.set()
 
-    async def __aenter__(self) -> TaskMonitor:
-        self._task = asyncio.create_task(self._run(), name=f"task-monitor:{self.task_id}")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    @property
+    def side_name(self) -> str:
+        return f"task-monitor:{self.task_id}"
 
     async def _run(self) -> None:
         await self._attached.wait()
