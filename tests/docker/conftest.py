@@ -10,7 +10,6 @@ Images are never pulled: every agent here runs with ``docker_pull = never``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,15 +86,7 @@ def task_containers(client: Any, task_id: str) -> list[Any]:
 
 
 def stop_agent(agent: Agent) -> None:
-    if agent.process.poll() is not None:
-        return
-    agent.signal(signal.SIGTERM)
-    agent.signal(signal.SIGTERM)
-    try:
-        agent.wait(60)
-    except subprocess.TimeoutExpired:
-        agent.process.kill()
-        agent.wait(10)
+    agent.stop()
 
 
 def spawn_agent(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,11 +44,4 @@ def agent_factory(
 
     yield make
     for agent in started:
-        if agent.process.poll() is None:
-            agent.signal(signal.SIGTERM)
-            agent.signal(signal.SIGTERM)
-            try:
-                agent.wait(60)
-            except subprocess.TimeoutExpired:
-                agent.process.kill()
-                agent.wait(10)
+        agent.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -57,6 +58,18 @@ class Agent:
 
     def wait(self, timeout: float = 60) -> int:
         return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop now (SIGTERM twice: no drain), killed if it takes more than a minute."""
+        if self.process.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
+        try:
+            self.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.wait(10)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

@@ -57,6 +57,6 @@ def test_server_restart_mid_task_loses_nothing(
         lines = [ln for ln in console_text(server, task_id).splitlines() if ln.startswith("line ")]
         assert lines == [f"line {i:04d}" for i in range(400)]
     finally:
-        agent.signal(15)
+        agent.stop()
         agent.wait(60)
         server.stop()

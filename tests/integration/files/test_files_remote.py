@@ -70,19 +70,22 @@ def test_remote_run_reads_and_writes_through_the_file_service(
         QUEUE,
         env={"CONVEYOR_FILES_HOST": server.files_host},
     )
-    env = sdk_env(server)
-    code = SUBMIT.format(files_host=server.files_host, source=source, queue=QUEUE)
-    submitted = run_sdk(code, env)
-    task_id = result_of(submitted)["id"]
+    try:
+        env = sdk_env(server)
+        code = SUBMIT.format(files_host=server.files_host, source=source, queue=QUEUE)
+        submitted = run_sdk(code, env)
+        task_id = result_of(submitted)["id"]
 
-    doc = wait_final(server, task_id, timeout=300)
-    text = console_text(server, task_id)
-    assert doc["status"] == "completed", (doc.get("status_reason"), text, agent.log())
-    assert "remote read 150000 bytes" in text
+        doc = wait_final(server, task_id, timeout=300)
+        text = console_text(server, task_id)
+        assert doc["status"] == "completed", (doc.get("status_reason"), text, agent.log())
+        assert "remote read 150000 bytes" in text
 
-    task: dict[str, Any] = api_call(server, "tasks.get_by_id", {"task": task_id})["task"]
-    [artifact] = [a for a in task["execution"]["artifacts"] if a["key"] == "reversed"]
-    assert artifact["uri"].startswith(server.files_host + "/files%20e2e/")
-    [model] = task["models"]["output"]
-    check = run_sdk(CHECK.format(task_id=task_id, model_id=model["model"]), env)
-    assert result_of(check) == {"artifact": expected, "weights": expected}
+        task: dict[str, Any] = api_call(server, "tasks.get_by_id", {"task": task_id})["task"]
+        [artifact] = [a for a in task["execution"]["artifacts"] if a["key"] == "reversed"]
+        assert artifact["uri"].startswith(server.files_host + "/files%20e2e/")
+        [model] = task["models"]["output"]
+        check = run_sdk(CHECK.format(task_id=task_id, model_id=model["model"]), env)
+        assert result_of(check) == {"artifact": expected, "weights": expected}
+    finally:
+        agent.stop()
