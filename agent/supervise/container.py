@@ -59,13 +59,12 @@ def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], sink: LineSink) -
     for out, err in stream:
         now = time.time()
         for level, chunk in ((STDOUT, out), (STDERR, err)):
-            if chunk:
-                for line in splitters[level].feed(chunk, now):
-                    sink.write(line, level, now)
+            if chunk and (lines := splitters[level].feed(chunk, now)):
+                sink.write_lines(lines, level, now)
     now = time.time()
     for level, splitter in splitters.items():
-        for line in splitter.finish(now):
-            sink.write(line, level, now)
+        if lines := splitter.finish(now):
+            sink.write_lines(lines, level, now)
 
 
 def _wait(container: Any) -> None:

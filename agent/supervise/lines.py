@@ -41,6 +41,8 @@ class LineSplitter:
         return out
 
     def _split(self, text: str, now: float) -> list[str]:
+        if "\r" not in text and not self._progress:
+            return self._split_plain(text)
         out: list[str] = []
         *complete, rest = text.split("\n")
         for part in complete:
@@ -48,6 +50,25 @@ class LineSplitter:
             self._end_line(out)
         self._absorb(rest, now, out)
         return out
+
+    def _split_plain(self, text: str) -> list[str]:
+        """The common case, no carriage return anywhere: whole-chunk string operations only
+        (a burst of short lines costs no Python work per line)."""
+        *complete, rest = text.split("\n")
+        if complete:
+            complete[0] = self._pending + complete[0]
+            self._pending = rest
+        else:
+            self._pending += rest
+        if complete and max(map(len, complete)) > self._max:
+            complete = [piece for line in complete for piece in self._cut(line)]
+        while len(self._pending) > self._max:
+            complete.append(self._pending[: self._max])
+            self._pending = self._pending[self._max :]
+        return complete
+
+    def _cut(self, line: str) -> list[str]:
+        return [line[i : i + self._max] for i in range(0, len(line), self._max)]
 
     def _absorb(self, part: str, now: float, out: list[str]) -> None:
         first, *segments = part.split("\r")
@@ -58,7 +79,7 @@ class LineSplitter:
             self._pending = segment
         if segments:
             self._maybe_show_progress(now, out)
-        while len(self._pending) >= self._max:
+        while len(self._pending) > self._max:
             out.append(self._pending[: self._max])
             self._pending = self._pending[self._max :]
 

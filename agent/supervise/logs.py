@@ -40,7 +40,8 @@ log = structlog.get_logger()
 
 BATCH_BYTES = 512 * 1024  # spool bytes per add_batch request (about)
 BATCH_LINES = 500  # this many unsent lines wake the sender before the time limit
-MAX_REQUEST_LINES = 5000  # a backlog goes out in requests of up to this many lines
+MAX_REQUEST_LINES = 5000  # a backlog goes out in requests of about this many lines
+MAX_REQUEST_RECORDS = 500  # from memory (after a disk error): records per request
 FLUSH_INTERVAL_S = 0.5  # a line waits at most about this long before it is sent
 MAX_EVENT_CHARS = 64 * 1024
 RETRY_INITIAL_S = 0.5  # when the client itself gives up (a finite retry budget)
@@ -53,10 +54,10 @@ AGENT_PREFIX = "conveyor: "
 def pack_events(
     records: Sequence[Record], task_id: str, worker: str, last_ms: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """Pure: log events for ``records`` (same-level runs joined, cut at 64 KiB), each stamped
-    after ``last_ms``; and the last timestamp used."""
+    """Pure: log events for ``records`` (same-level runs joined, cut at 64 KiB at line ends), each
+    stamped after ``last_ms``; and the last timestamp used."""
     events: list[dict[str, Any]] = []
-    current: list[str] = []
+    current: list[str] = []  # blocks of lines, each already joined
     size = 0
     level, first_ts = "", 0.0
 
@@ -75,17 +76,38 @@ def pack_events(
         )
 
     for record in records:
-        for piece in _cut(record.msg, MAX_EVENT_CHARS):
-            if current and (record.level != level or size + len(piece) + 1 > MAX_EVENT_CHARS):
+        for block in _blocks(record.lines, MAX_EVENT_CHARS):
+            if current and (record.level != level or size + len(block) + 1 > MAX_EVENT_CHARS):
                 emit()
                 current, size = [], 0
             if not current:
                 level, first_ts = record.level, record.ts
-            current.append(piece)
-            size += len(piece) + 1
+            current.append(block)
+            size += len(block) + 1
     if current:
         emit()
     return events, last_ms
+
+
+def _blocks(lines: Sequence[str], limit: int) -> list[str]:
+    """``lines`` joined by newlines into texts of at most ``limit`` characters, cut between
+    lines (a longer line is cut into pieces of ``limit``). Whole-record joins in the common
+    case: no Python work per line."""
+    joined = "\n".join(lines)
+    if len(joined) <= limit:
+        return [joined]
+    blocks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        for piece in _cut(line, limit):
+            if current and size + len(piece) > limit:
+                blocks.append("\n".join(current))
+                current, size = [], 0
+            current.append(piece)
+            size += len(piece) + 1
+    blocks.append("\n".join(current))
+    return blocks
 
 
 def _cut(text: str, limit: int) -> list[str]:
@@ -117,8 +139,8 @@ class LogShipper:
         self._lock = threading.Lock()
         self._opened = False
         self._closed = False
-        self._overflow: list[Record] | None = None  # lines kept in memory after a disk error
-        self._overflow_sent = 0
+        self._overflow: list[Record] | None = None  # records kept in memory after a disk error
+        self._overflow_sent = 0  # records of it delivered
         self._unsent_lines = 0
         self._wake_asked = False
         self._last_ms = 0
@@ -131,22 +153,30 @@ class LogShipper:
 
     # --- writing (any thread) ---------------------------------------------------------
     def write(self, line: str, level: str = "info", ts: float | None = None) -> None:
-        """Keep one console line; raises SpoolError once if the disk refuses it (the line is
-        still shipped from memory, and so are the ones after it)."""
+        """Keep one console line (see :meth:`write_lines`)."""
+        self.write_lines((line,), level, ts)
+
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
+        """Keep console lines read together (one spool record); raises SpoolError once if the
+        disk refuses them (they are still shipped from memory, and so are the ones after)."""
         ts = time.time() if ts is None else ts
         with self._lock:
             if self._closed:
-                log.debug("console line after close dropped", task_id=self.task_id)
+                log.debug(
+                    "console lines after close dropped", task_id=self.task_id, lines=len(lines)
+                )
                 return
-            self._unsent_lines += 1
+            self._unsent_lines += len(lines)
             if self._overflow is not None:
-                self._overflow.append(Record(-1, ts, level, line))
+                self._overflow.append(Record(-1, ts, level, lines))
             else:
                 try:
                     self._ensure_open()
-                    self._spool.append(ts, level, line)
+                    self._spool.append(ts, level, lines)
                 except SpoolError:
-                    self._overflow = [Record(-1, ts, level, line)]
+                    self._overflow = [Record(-1, ts, level, lines)]
                     raise
             full = (
                 self._unsent_lines >= BATCH_LINES
@@ -284,13 +314,14 @@ class LogShipper:
                 self._overflow_sent += from_memory
             else:
                 self._spool.ack(offset)
-            self.delivered_lines += len(records)
+            self.delivered_lines += sum(len(record.lines) for record in records)
 
     def _overflow_batch(self) -> list[Record]:
         with self._lock:
             if self._overflow is None:
                 return []
-            return self._overflow[self._overflow_sent : self._overflow_sent + MAX_REQUEST_LINES]
+            batch = self._overflow[self._overflow_sent : self._overflow_sent + MAX_REQUEST_RECORDS]
+            return batch
 
     async def _deliver(self, records: Sequence[Record]) -> bool:
         """Send until accepted; False when the server refuses our credentials (stall)."""

@@ -16,6 +16,9 @@ Nothing here decides the task's status: :class:`ExitInfo` records what happened 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +35,8 @@ from agent.supervise.tree import MARKER_VAR, ProcessTree, new_marker
 log = structlog.get_logger()
 
 READ_CHUNK = 64 * 1024
+LINGER_S = 0.005  # after a short read: let a line-by-line printer's output gather
+PIPE_BYTES = 1024 * 1024  # asked capacity of each output pipe (Linux pipe-max-size default)
 EXIT_POLL_S = 0.02
 LEFTOVER_GRACE_S = 5.0  # background processes still running after the main one exited
 PUMP_DRAIN_TIMEOUT_S = 5.0  # after everything is dead the pipes close; never wait forever
@@ -53,7 +58,10 @@ EXITED, ABORTED, TIMED_OUT, PUMP_FAILED = "exited", "aborted", "timed_out", "pum
 class LineSink(Protocol):
     """Where output lines go (the task's log shipper); ``write`` must not block."""
 
-    def write(self, line: str, level: str = "info", ts: float | None = None) -> None: ...
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
+        """Keep ``lines`` (read together, at ``ts``)."""
 
 
 class AbortSignal(Protocol):
@@ -121,35 +129,87 @@ def describe(info: ExitInfo) -> str:
     return f"exit code {code}"
 
 
-async def _pump(stream: asyncio.StreamReader, level: str, sink: LineSink) -> None:
-    """Copy one pipe to the sink line by line, stamped when read; bounded reads only."""
+async def _pump(fd: int, level: str, sink: LineSink) -> None:
+    """Copy one pipe to the sink, a chunk of lines at a time, stamped when read.
+
+    After a short read the pump lingers ``LINGER_S`` so a task printing line by line is read in
+    chunks of many lines, not one read (and one loop turn) per line; the pipe's capacity holds
+    what arrives meanwhile. Closes ``fd`` when done.
+    """
     splitter = LineSplitter()
-    while chunk := await stream.read(READ_CHUNK):
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                await _readable(loop, fd)
+                continue
+            if not chunk:
+                break
+            now = time.time()
+            if lines := splitter.feed(chunk, now):
+                sink.write_lines(lines, level, now)
+            if len(chunk) < READ_CHUNK:
+                await asyncio.sleep(LINGER_S)
         now = time.time()
-        for line in splitter.feed(chunk, now):
-            sink.write(line, level, now)
-    now = time.time()
-    for line in splitter.finish(now):
-        sink.write(line, level, now)
+        if lines := splitter.finish(now):
+            sink.write_lines(lines, level, now)
+    finally:
+        os.close(fd)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _output_pipe() -> tuple[int, int]:
+    """A pipe for one output stream: (read end, non-blocking, ours; write end, the task's)."""
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError):  # above the system's pipe-max-size: the default will do
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    os.set_blocking(read_end, False)
+    return read_end, write_end
 
 
 async def _spawn(
     argv: Sequence[str], cwd: Path, env: Mapping[str, str], marker: str
-) -> asyncio.subprocess.Process:
+) -> tuple[asyncio.subprocess.Process, int, int]:
+    """The started process, and the read ends of its stdout and stderr pipes."""
+    out_read, out_write = _output_pipe()
+    err_read, err_write = _output_pipe()
     try:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
             env={**env, MARKER_VAR: marker},
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=out_write,
+            stderr=err_write,
             start_new_session=True,  # own session and process group: killpg reaches it all
         )
-    except OSError as exc:
-        raise StageError(
-            f"could not start {argv[0]!r} in {cwd}: {exc.strerror or exc}", stage="supervise"
-        ) from exc
+    except BaseException as exc:
+        os.close(out_read)
+        os.close(err_read)
+        if isinstance(exc, OSError):
+            raise StageError(
+                f"could not start {argv[0]!r} in {cwd}: {exc.strerror or exc}", stage="supervise"
+            ) from exc
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    return proc, out_read, err_read
 
 
 async def _first_ending(
@@ -225,12 +285,11 @@ async def run_process(
     """
     marker = new_marker()
     started = time.monotonic()
-    proc = await _spawn(argv, cwd, env, marker)
+    proc, stdout, stderr = await _spawn(argv, cwd, env, marker)
     tree = ProcessTree(proc.pid, marker)
-    assert proc.stdout is not None and proc.stderr is not None
     pumps = [
-        asyncio.create_task(_pump(proc.stdout, "info", sink), name=f"stdout:{proc.pid}"),
-        asyncio.create_task(_pump(proc.stderr, "error", sink), name=f"stderr:{proc.pid}"),
+        asyncio.create_task(_pump(stdout, "info", sink), name=f"stdout:{proc.pid}"),
+        asyncio.create_task(_pump(stderr, "error", sink), name=f"stderr:{proc.pid}"),
     ]
     sampler = asyncio.create_task(tree.watch(), name=f"tree:{proc.pid}")
     deadline = started + timeout if timeout else None

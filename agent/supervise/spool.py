@@ -2,9 +2,11 @@
 
 Per task, in the spool directory:
 
-- ``<task>.jsonl``: one JSON record per line ``[seq, ts, level, msg]``, appended with
-  one ``write(2)`` each (O_APPEND), so a crash of the agent loses at most the record being
-  written; an unterminated last line is cut off on the next open;
+- ``<task>.jsonl``: one JSON record per file line, ``[seq, ts, level, [line, ...]]``: the
+  console lines read together (one pump chunk), appended with one ``write(2)`` (O_APPEND), so
+  a crash of the agent loses at most the record being written; an unterminated last file line
+  is cut off on the next open. (Spools of earlier versions hold one console line as a string in
+  place of the list; they are still read.)
 - ``<task>.ack``: the byte offset up to which the server acknowledged (written atomically);
 - ``<task>.meta``: ``{"task", "worker"}`` so a later start can deliver what is left.
 
@@ -21,7 +23,7 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +49,9 @@ class SpoolBusy(SpoolError):
 @dataclass(frozen=True)
 class Record:
     seq: int
-    ts: float  # seconds since the epoch, when the line was read
+    ts: float  # seconds since the epoch, when the lines were read
     level: str
-    msg: str
+    lines: Sequence[str]  # console lines, without their line endings
 
 
 def _safe_name(task_id: str) -> str:
@@ -63,8 +65,14 @@ _decode = json.JSONDecoder().decode
 
 def _parse(line: bytes, path: Path) -> Record | None:
     try:
-        seq, ts, level, msg = _decode(line.decode("utf-8", errors="replace"))
-        return Record(int(seq), float(ts), str(level), str(msg))
+        seq, ts, level, lines = _decode(line.decode("utf-8", errors="replace"))
+        if isinstance(lines, str):  # one line per record, the format of older agents
+            lines = [lines]
+        elif not isinstance(lines, list):
+            raise TypeError("lines is not a list")
+        else:
+            "".join(lines)  # TypeError unless every item is a string: one C loop, no Python one
+        return Record(int(seq), float(ts), str(level), lines)
     except (ValueError, TypeError):
         log.warning("corrupt spool record skipped", path=str(path), record=line[:200])
         return None
@@ -149,12 +157,15 @@ class Spool:
         self.release()
 
     # --- records ----------------------------------------------------------------------
-    def append(self, ts: float, level: str, msg: str) -> Record:
-        """Append one record (thread-safety is the caller's: LogShipper holds a lock)."""
+    def append(self, ts: float, level: str, lines: Sequence[str]) -> Record:
+        """Append one record of ``lines`` (thread-safety is the caller's: LogShipper holds a
+        lock)."""
         if self._fd is None:
             raise SpoolError(0, f"log spool {self.path} is not open")
-        record = Record(self._seq, ts, level, msg)
-        data = (_encode([record.seq, ts, level, msg]) + "\n").encode("utf-8", errors="replace")
+        record = Record(self._seq, ts, level, lines)
+        data = (_encode([record.seq, ts, level, list(lines)]) + "\n").encode(
+            "utf-8", errors="replace"
+        )
         try:
             written = os.write(self._fd, data)
         except OSError as exc:
@@ -170,8 +181,9 @@ class Spool:
         return record
 
     def read(self, offset: int, max_bytes: int, max_lines: int) -> tuple[list[Record], int]:
-        """Complete records from ``offset``: at most ``max_lines`` and about ``max_bytes``
-        (one longer record is still returned whole); and the offset after them."""
+        """Complete records from ``offset``, about ``max_bytes`` of them and about ``max_lines``
+        console lines (records are never split: the first one comes whole, however long); and
+        the offset after them."""
         end = self.size
         if offset >= end:
             return [], offset
@@ -181,14 +193,15 @@ class Spool:
             if b"\n" not in data:  # one record longer than max_bytes
                 data += f.readline()
         records: list[Record] = []
-        used = 0
+        used = lines = 0
         for line in _lines(data):
-            if len(records) >= max_lines:
+            if lines >= max_lines:
                 break
             used += len(line)
             record = self._parse_line(line)
             if record is not None:
                 records.append(record)
+                lines += len(record.lines)
         return records, offset + used
 
     def ack(self, offset: int) -> None:

@@ -64,7 +64,7 @@ def test_leftover_spools_of_one_task_come_oldest_run_first(tmp_path: Path) -> No
     for generation in (2, 0, 1, 10):
         spool = Spool(tmp_path, "task", spool_name("task", generation))
         spool.open("box")
-        spool.append(1.0, "info", f"run {generation}")
+        spool.append(1.0, "info", [f"run {generation}"])
         spool.release()
     left = leftover_spool_files(tmp_path)
     assert [x.name for x in left] == ["task", "task.1", "task.2", "task.10"]

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -98,7 +98,9 @@ def test_process_tree_sampler_of_a_dead_process_is_zero() -> None:
 
 
 class NullSink:
-    def write(self, line: str, level: str = "info", ts: float | None = None) -> None:
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
         pass
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -25,11 +26,14 @@ class RecordingSink:
         self.lines: list[tuple[str, str, float]] = []
         self._waiters: list[tuple[str, asyncio.Event]] = []
 
-    def write(self, line: str, level: str = "info", ts: float | None = None) -> None:
-        self.lines.append((line, level, ts if ts is not None else time.time()))
-        for text, event in self._waiters:
-            if text in line:
-                event.set()
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
+        for line in lines:
+            self.lines.append((line, level, ts if ts is not None else time.time()))
+            for text, event in self._waiters:
+                if text in line:
+                    event.set()
 
     async def expect(self, text: str) -> None:
         if any(text in line for line, _, _ in self.lines):
@@ -307,10 +311,12 @@ async def test_cancelling_the_run_kills_the_process(tmp_path: Path) -> None:
 
 
 class FullDiskSink(RecordingSink):
-    def write(self, line: str, level: str = "info", ts: float | None = None) -> None:
-        if "boom" in line:
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
+        if any("boom" in line for line in lines):
             raise OSError(28, "No space left on device")
-        super().write(line, level, ts)
+        super().write_lines(lines, level, ts)
 
 
 async def test_sink_failure_ends_the_process_and_is_raised(tmp_path: Path) -> None:
@@ -326,9 +332,38 @@ async def test_sink_failure_ends_the_process_and_is_raised(tmp_path: Path) -> No
     assert time.monotonic() - started < WAIT
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 async def test_processes_that_end_at_once(tmp_path: Path) -> None:
+    before = open_fds()
     for _ in range(20):
         exit_info = await run_process(
             ["/bin/true"], cwd=tmp_path, env=dict(os.environ), sink=RecordingSink()
         )
         assert exit_info.returncode == 0 and exit_info.leftovers == 0
+    with pytest.raises(StageError):
+        await run_process([str(tmp_path / "missing")], cwd=tmp_path, env={}, sink=RecordingSink())
+    assert open_fds() == before  # every pipe end closed, the failed start's included
+
+
+class CountingSink(RecordingSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def write_lines(
+        self, lines: Sequence[str], level: str = "info", ts: float | None = None
+    ) -> None:
+        self.calls += 1
+        super().write_lines(lines, level, ts)
+
+
+async def test_a_line_by_line_printer_is_read_in_chunks_of_many_lines(tmp_path: Path) -> None:
+    sink = CountingSink()
+    code = "for i in range(20000):\n    print('line', i)\n"
+    exit_info = await run_script(code, tmp_path, sink)  # python -u: one write(2) per line
+    assert exit_info.succeeded
+    assert sink.text() == [f"line {i}" for i in range(20000)]
+    assert sink.calls <= 2000, sink.calls  # not a read (and a spool record) per line

@@ -61,3 +61,19 @@ def test_very_long_line_is_cut_into_chunks_as_it_arrives() -> None:
     out += splitter.feed(b"y\n", 0.0)
     assert out[-1] == "x" * 500 + "y"
     assert "".join(out) == "x" * 2500 + "y"
+
+
+def test_a_line_of_exactly_the_limit_is_one_line() -> None:
+    splitter = LineSplitter(max_chars=10)
+    assert splitter.feed(b"x" * 10 + b"\n" + b"y" * 25 + b"\nz", 0.0) == [
+        "x" * 10,
+        *["y" * 10] * 2,
+        "y" * 5,
+    ]
+    assert splitter.finish(0.0) == ["z"]
+
+
+def test_plain_chunks_and_progress_chunks_mix() -> None:
+    chunks = [b"a\nb", b"c\n10%\r", b"20%\rdone\nd", b"e\n"]
+    assert split(*chunks) == ["a", "bc", "done", "de"]
+    assert split(b"a\nb", b"c\r\n", b"x\n") == ["a", "bc", "x"]

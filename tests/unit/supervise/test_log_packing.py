@@ -7,7 +7,7 @@ from agent.supervise.spool import Record
 
 
 def rec(i: int, msg: str, level: str = "info", ts: float = 1000.0) -> Record:
-    return Record(i, ts, level, msg)
+    return Record(i, ts, level, [msg])
 
 
 def test_same_level_runs_are_packed_into_one_event() -> None:
@@ -44,3 +44,21 @@ def test_events_are_cut_at_64_kib() -> None:
 def test_empty_lines_are_kept() -> None:
     events, _ = pack_events([rec(0, ""), rec(1, "x"), rec(2, "")], "t", "w", 0)
     assert events[0]["msg"].split("\n") == ["", "x", ""]
+
+
+def test_records_of_many_lines_are_cut_between_lines() -> None:
+    lines = [f"{i:05d} " + "y" * 100 for i in range(2000)]  # about 214 KB in one record
+    events, _ = pack_events([Record(0, 1.0, "info", lines)], "t", "w", 0)
+    assert len(events) == 4
+    assert all(len(e["msg"]) <= MAX_EVENT_CHARS for e in events)
+    assert [line for e in events for line in e["msg"].split("\n")] == lines
+
+
+def test_small_records_of_one_level_share_an_event() -> None:
+    records = [Record(i, 1.0, "info", [f"{i}a", f"{i}b"]) for i in range(3)]
+    records.append(Record(3, 1.0, "error", ["bad", ""]))
+    events, _ = pack_events(records, "t", "w", 0)
+    assert [(e["level"], e["msg"]) for e in events] == [
+        ("info", "0a\n0b\n1a\n1b\n2a\n2b"),
+        ("error", "bad\n"),
+    ]
