@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -44,12 +46,13 @@ def git_daemon(origin: Origin) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # `git daemon` runs git-daemon as its child: kill the group
     )
     try:
         wait_for_port(port, proc)
         yield f"git://127.0.0.1:{port}/"
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=SERVER_WAIT)
 
 
