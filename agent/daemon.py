@@ -31,7 +31,14 @@ import structlog
 
 from agent import sdnotify
 from agent.api.client import ApiClient
-from agent.api.errors import ApiError, InvalidStateError
+from agent.api.errors import (
+    HTTP_BAD_REQUEST,
+    HTTP_NOT_FOUND,
+    ApiError,
+    AuthError,
+    InvalidStateError,
+    NotFoundError,
+)
 from agent.pipeline import report
 from agent.pipeline.plan import allocate_gpus
 from agent.pipeline.report import Outcome
@@ -53,6 +60,15 @@ class ExitCode(enum.IntEnum):
 
 # Runs one task to its end and reports it; built by the CLI from pipeline.run.
 TaskRunner = Callable[["Slot", str, asyncio.Event], Coroutine[None, None, Outcome]]
+
+
+def _no_such_endpoint(error: ApiError) -> bool:
+    """Pure: does this refusal say the server lacks the endpoint (rather than, say, a queue)?"""
+    if isinstance(error, AuthError):
+        return False
+    return error.code == HTTP_NOT_FOUND or (
+        error.code == HTTP_BAD_REQUEST and not isinstance(error, NotFoundError)
+    )
 
 
 def next_poll_delay(previous: float, found_work: bool, minimum: float, maximum: float) -> float:
@@ -123,6 +139,8 @@ class Daemon:
         self.queue_ids: list[str] = []
         self._signals = 0
         self._turn = 0
+        self._long_polls = settings.poll_wait > 0  # until the server shows it has none
+        self._pace_next_idle = False
 
     # --- the story --------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -162,8 +180,45 @@ class Daemon:
                 self.settings.poll_min_interval,
                 self.settings.poll_max_interval,
             )
-            if delay:
-                await self._wait(self.stopping, delay)
+            if not claimed:
+                await self._idle(delay)
+
+    async def _idle(self, delay: float) -> None:
+        """Nothing claimed: wait on the server until a queue has an entry (a long poll); on a
+        server without long polls (ClearML's), or when the last one showed entries that the
+        claim then missed, wait ``delay`` (the adaptive back-off) instead."""
+        if self._pace_next_idle or not await self._long_poll():
+            self._pace_next_idle = False
+            await self._wait(self.stopping, delay)
+
+    async def _long_poll(self) -> bool:
+        """One ``queues.wait_for_entries``, cut short by a stop; False when there was none."""
+        if not self._long_polls:
+            return False
+        request = asyncio.ensure_future(
+            self.api.wait_for_entries(self.queue_ids, self.settings.poll_wait)
+        )
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for future in (request, stop):
+            future.cancel()
+        await asyncio.gather(request, stop, return_exceptions=True)
+        if request.cancelled():
+            return True  # stopping
+        error = request.exception()
+        if error is None:
+            self._pace_next_idle = bool(request.result())
+            return True
+        if not isinstance(error, ApiError):
+            raise error
+        if _no_such_endpoint(error):
+            self._long_polls = False
+            log.info(
+                "the server has no long poll; polling", interval=self.settings.poll_max_interval
+            )
+        else:
+            log.warning("long poll failed", error=str(error))
+        return False
 
     # --- claiming ---------------------------------------------------------------------
     async def _claim(self, slot: Slot) -> bool:

@@ -53,6 +53,9 @@ def _default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+MAX_POLL_WAIT_S = 60.0  # the embedded server's longest long poll
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- control plane -------------------------------------------------------------------
@@ -73,6 +76,7 @@ class Settings:
     # --- polling and lifecycle (seconds) -------------------------------------------------
     poll_min_interval: float = 0.05
     poll_max_interval: float = 0.5  # idle back-off ceiling: bounds pickup latency
+    poll_wait: float = 20.0  # an idle long poll's wait (Conveyor's server); 0: poll instead
     heartbeat_interval: float = 10.0
     abort_poll_interval: float = 1.0
     drain_timeout: float = 3600.0  # first SIGTERM: how long running tasks may finish
@@ -269,6 +273,10 @@ def load_settings(
 def _validate(settings: Settings) -> None:
     if settings.slots < 1:
         raise SettingsError(f"slots must be at least 1, got {settings.slots}")
+    if not 0 <= settings.poll_wait <= MAX_POLL_WAIT_S:
+        raise SettingsError(
+            f"poll_wait must be between 0 and {MAX_POLL_WAIT_S:g} s, got {settings.poll_wait:g}"
+        )
     if settings.package_manager not in ("uv", "pip"):
         raise SettingsError(
             f"package_manager must be 'uv' or 'pip', got {settings.package_manager!r}"

@@ -241,6 +241,17 @@ class ApiClient:
             )
         return str(entry["task"])
 
+    async def wait_for_entries(self, queue_ids: Sequence[str], timeout: float) -> list[str]:
+        """Conveyor's long poll: the queues that have entries, as soon as one has (or none after
+        ``timeout`` s). A server without it (ClearML's) refuses the call with an ApiError."""
+        body = encode_body({"queues": list(queue_ids), "timeout": timeout})
+        request = Request("queues.wait_for_entries", body, holds=timeout)
+        data = await self._conn.request(request, self.retry_for)
+        found = data.get("queues")
+        if not isinstance(found, list) or not all(isinstance(q, str) for q in found):
+            raise ProtocolError(200, 0, f"malformed answer {data!r:.80}", "queues.wait_for_entries")
+        return found
+
     async def list_queues(self) -> list[dict[str, Any]]:
         return await self._list("queues.get_all", {}, "queues")
 

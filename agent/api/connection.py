@@ -64,6 +64,7 @@ class Request:
     endpoint: str  # "service.action"
     content: bytes
     content_type: str = JSON
+    holds: float = 0.0  # seconds the server may hold it before answering (a long poll)
 
 
 def stop_for(retry_for: float | None) -> StopBaseT:
@@ -88,6 +89,7 @@ class Connection:
             "X-ClearML-Worker": worker_id or socket.gethostname(),
             "X-ClearML-Agent": AGENT_HEADER,
         }
+        self._timeout = timeout
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport)
         self._token: str | None = None
         self._expires: float | None = None
@@ -167,8 +169,11 @@ class Connection:
     async def _send(self, request: Request, token: str) -> httpx.Response:
         headers = {"Content-Type": request.content_type, "Authorization": f"Bearer {token}"}
         url = endpoint_url(self.base_url, request.endpoint)
+        timeout = self._timeout + request.holds
         try:
-            return await self._http.post(url, content=request.content, headers=headers)
+            return await self._http.post(
+                url, content=request.content, headers=headers, timeout=timeout
+            )
         except httpx.TransportError as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -152,36 +154,55 @@ class Incoming:
     worker: str
 
 
+def _call(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Call:
+    """Authenticate and parse: the handler's view of the request (raises ApiError)."""
+    identity: Identity | None = None
+    if not endpoint.public:
+        identity = auth.authenticate(state, incoming.authorization)
+    body, lines = parse_body(incoming.raw, incoming.content_type, incoming.name)
+    for key, value in incoming.query.items():
+        body.setdefault(key, value)
+    return Call(
+        endpoint=incoming.name,
+        body=body,
+        state=state,
+        identity=identity,
+        worker=incoming.worker,
+        authorization=incoming.authorization,
+        raw_lines=lines,
+    )
+
+
 def process(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
     """Authenticate, parse, run the handler, encode: the whole request, on whichever thread."""
-    name = incoming.name
     try:
-        identity: Identity | None = None
-        if not endpoint.public:
-            identity = auth.authenticate(state, incoming.authorization)
-        body, lines = parse_body(incoming.raw, incoming.content_type, name)
-        for key, value in incoming.query.items():
-            body.setdefault(key, value)
-        call = Call(
-            endpoint=name,
-            body=body,
-            state=state,
-            identity=identity,
-            worker=incoming.worker,
-            authorization=incoming.authorization,
-            raw_lines=lines,
+        return Reply.of(200, endpoint.handler(_call(state, endpoint, incoming)), incoming.name)
+    except Exception as exc:  # noqa: BLE001 (a handler's bug: logged with its traceback, 500)
+        return _refusal(incoming.name, exc)
+
+
+async def process_waiting(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
+    """A waiting endpoint's request, on the event loop."""
+    assert endpoint.waiting is not None
+    try:
+        return Reply.of(
+            200, await endpoint.waiting(_call(state, endpoint, incoming)), incoming.name
         )
-        return Reply.of(200, endpoint.handler(call), name)
-    except ApiError as exc:
+    except Exception as exc:  # noqa: BLE001 (a handler's bug: logged with its traceback, 500)
+        return _refusal(incoming.name, exc)
+
+
+def _refusal(name: str, exc: Exception) -> Reply:
+    """The envelope for a handler's exception: its refusal, or (a bug) a logged 500."""
+    if isinstance(exc, ApiError):
         return Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
-    except Exception as exc:  # a bug in a handler: log it, answer an envelope, keep serving
-        if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
-            # Another process held the database past busy_timeout: transient; clients retry
-            # 503 with backoff.
-            log.warning("database_busy", endpoint=name, error=str(exc))
-            return Reply.of(503, None, name, msg=f"database busy, retry: {exc}")
-        log.exception("request_failed", endpoint=name)
-        return Reply.of(500, None, name, msg=f"internal error: {type(exc).__name__}: {exc}")
+    if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+        # Another process held the database past busy_timeout: transient; clients retry
+        # 503 with backoff.
+        log.warning("database_busy", endpoint=name, error=str(exc))
+        return Reply.of(503, None, name, msg=f"database busy, retry: {exc}")
+    log.error("request_failed", endpoint=name, exc_info=exc)
+    return Reply.of(500, None, name, msg=f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -216,6 +237,8 @@ def create_app(
             authorization=request.headers.get("authorization", ""),
             worker=_worker(request),
         )
+        if endpoint.waiting is not None:
+            return (await process_waiting(state, endpoint, incoming)).response()
         if endpoint.inline and not state.store.write_busy():
             return process(state, endpoint, incoming).response()
         reply = await run_in_threadpool(process, state, endpoint, incoming)
@@ -240,3 +263,16 @@ def create_app(
         Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+class AppServer(uvicorn.Server):
+    """uvicorn's server for one state; its shutdown first ends the long polls, which would
+    otherwise hold it up for as long as they may wait."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._state.queue_waiters.close()
+        await super().shutdown(sockets)

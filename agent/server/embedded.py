@@ -17,7 +17,7 @@ from types import TracebackType
 
 import uvicorn
 
-from agent.server.app import create_app
+from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.files import files_url
 from agent.server.state import Credentials, ServerConfig, ServerState
@@ -123,7 +123,7 @@ class EmbeddedServer:
             files_public=files_public,
         )
         self._state: ServerState | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: AppServer | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._ready = threading.Event()
@@ -173,7 +173,7 @@ class EmbeddedServer:
         self._bound_port = int(self._socket.getsockname()[1])
         app = create_app(self._state, on_ready=self._on_ready)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        self._server = uvicorn.Server(config)
+        self._server = AppServer(config, self._state)
         self._thread = threading.Thread(target=self._serve, name="conveyor-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(STARTUP_TIMEOUT) or not self._started:

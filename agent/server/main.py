@@ -12,7 +12,7 @@ from types import FrameType
 
 import uvicorn
 
-from agent.server.app import create_app
+from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
@@ -75,7 +75,7 @@ def serve(
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
     try:
         with _signals_end_serving():
-            uvicorn.Server(config).run(sockets=[sock])
+            AppServer(config, state).run(sockets=[sock])
     finally:
         sock.close()
         state.store.close()

@@ -139,7 +139,9 @@ def queue_of(conn: sqlite3.Connection, task_id: str) -> str | None:
 
 
 def push(conn: sqlite3.Connection, queue_id: str, task_id: str, front: bool = False) -> str:
-    """Add the task at the back (or front) of the queue; returns the ``added`` stamp."""
+    """Add the task at the back (or front) of the queue; returns the ``added`` stamp. After the
+    transaction commits, the caller wakes the queue's long polls
+    (``state.queue_waiters.notify``)."""
     if front:
         row = conn.execute(
             "SELECT MIN(position) FROM queue_entries WHERE queue=?", (queue_id,)

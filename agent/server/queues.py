@@ -1,14 +1,27 @@
-"""queues.*: FIFO queues of task ids; ``get_next_task`` pops the head atomically."""
+"""queues.*: FIFO queues of task ids; ``get_next_task`` pops the head atomically.
+
+``queues.wait_for_entries`` is Conveyor's own (not in ClearML's API): a long poll for idle
+agents, answered as soon as one of the given queues has an entry, or after ``timeout``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from agent.server import queue_ops
 from agent.server.documents import project_fields, tags_match
 from agent.server.errors import QUEUE_NOT_EMPTY, ApiError, bad_request
-from agent.server.fields import opt_bool, opt_int, opt_str, opt_str_list, req_str
-from agent.server.registry import Call, endpoint
+from agent.server.fields import (
+    opt_bool,
+    opt_float,
+    opt_int,
+    opt_str,
+    opt_str_list,
+    req_str,
+)
+from agent.server.registry import Call, endpoint, waiting_endpoint
 from agent.server.store import loads, now_iso, valid_regex
 from agent.server.taskstore import find_task, save_task, set_status
 
@@ -111,6 +124,32 @@ def get_next_task(call: Call) -> dict[str, Any]:
         user = loads(row[0]).get("user", "") if row else ""
         out["task_info"] = {"company": "conveyor", "user": user}
     return out
+
+
+MAX_WAIT_S = 60.0  # a long poll's longest wait (clients time out their reads after it)
+
+
+@waiting_endpoint("queues.wait_for_entries")
+async def wait_for_entries(call: Call) -> dict[str, Any]:
+    """``{"queues": [ids], "timeout": s}`` → ``{"queues": [the ids that have entries]}``."""
+    queue_ids = opt_str_list(call.body, "queues")
+    if not queue_ids:
+        raise bad_request("field 'queues' must be a non-empty list of queue ids")
+    timeout = min(max(opt_float(call.body, "timeout", 0.0) or 0.0, 0.0), MAX_WAIT_S)
+    with call.state.queue_waiters.watch(set(queue_ids)) as pushed:  # before the first look
+        found = _with_entries(call, queue_ids)
+        if not found and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pushed.wait(), timeout)
+            found = _with_entries(call, queue_ids)
+    return {"queues": found}
+
+
+def _with_entries(call: Call, queue_ids: list[str]) -> list[str]:
+    with call.store.read() as conn:
+        for queue_id in queue_ids:
+            queue_ops.load_queue(conn, queue_id)  # an unknown queue is the caller's error
+        return [q for q in queue_ids if queue_ops.count(conn, q)]
 
 
 @endpoint("queues.remove_task")

@@ -4,11 +4,14 @@ A handler is a plain synchronous function ``(Call) -> dict`` returning the ``dat
 envelope; it raises ``ApiError`` to refuse. Handlers run in a worker thread, except ``inline``
 ones: short, bounded work (a lookup or update by primary key, a queue pop) that costs less than
 the thread hand-off (~0.3 ms), run on the event loop when no write is in progress.
+
+A *waiting* endpoint (``@waiting_endpoint``) is a coroutine on the event loop: a long poll that
+spends its time awaiting, never blocking (its reads must be as short as an inline handler's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,7 @@ class Call:
 
 
 Handler = Callable[[Call], dict[str, Any]]
+WaitingHandler = Callable[[Call], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Endpoint:
     handler: Handler
     public: bool
     inline: bool
+    waiting: WaitingHandler | None = None  # set: ``handler`` is unused, this is awaited
 
 
 _ENDPOINTS: dict[str, Endpoint] = {}
@@ -66,6 +71,20 @@ def endpoint(
         return handler
 
     return register
+
+
+def waiting_endpoint(name: str) -> Callable[[WaitingHandler], WaitingHandler]:
+    def register(handler: WaitingHandler) -> WaitingHandler:
+        if name in _ENDPOINTS:
+            raise ValueError(f"endpoint {name} registered twice")
+        _ENDPOINTS[name] = Endpoint(name, _not_sync, False, False, waiting=handler)
+        return handler
+
+    return register
+
+
+def _not_sync(call: Call) -> dict[str, Any]:
+    raise RuntimeError(f"{call.endpoint} is a waiting endpoint: await Endpoint.waiting")
 
 
 def lookup(name: str) -> Endpoint | None:

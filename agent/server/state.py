@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.server.store import Store
+from agent.server.waiters import QueueWaiters
 
 API_VERSION = "2.31"  # the SDK picks its highest schema <= this; 2.31 matches clearml-server 2.0
 SERVER_VERSION = "2.0.0"
@@ -48,3 +49,4 @@ class ServerState:
     config: ServerConfig
     jwt_secret: str
     credentials: Credentials  # the configured pair, or the first-start generated one
+    queue_waiters: QueueWaiters = field(default_factory=QueueWaiters)  # long polls

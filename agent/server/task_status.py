@@ -40,10 +40,17 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
             target = PUBLISHED
         queue_ops.remove(conn, task_id)
         set_status(doc, target, reason, message)
-        if action == "started" and call.worker:
+        if action == "started" and _registered(conn, call.worker):
+            # Only a registered worker's header: clearml-agent's task process sends the
+            # hostname, which would hide the worker id its daemon reported for the task.
             doc["last_worker"] = call.worker
         save_task(conn, doc)
     return {"updated": 1, "fields": _fields(doc)}
+
+
+def _registered(conn: sqlite3.Connection, worker: str) -> bool:
+    found = conn.execute("SELECT 1 FROM workers WHERE id=?", (worker,)).fetchone()
+    return bool(worker) and found is not None
 
 
 @endpoint("tasks.started", inline=True)
@@ -99,6 +106,7 @@ def enqueue(call: Call) -> dict[str, Any]:
         doc["execution"] = {**doc["execution"], "queue": queue["id"]}
         save_task(conn, doc)
         watched = _queue_watched(conn, queue["id"])
+    call.state.queue_waiters.notify(queue["id"])  # committed: wake the long polls
     fields = _fields(doc) | {"execution.queue": queue["id"]}
     return {"queued": 1, "updated": 1, "fields": fields, "queue_watched": watched}
 

@@ -61,6 +61,7 @@ class Rescue:
     worker: str
     task: str | None
     decision: Decision
+    requeued_to: str | None = None  # the queue the task went back to
 
 
 def _rescue(
@@ -82,7 +83,8 @@ def _rescue(
         task["execution"] = {**task["execution"], "queue": queue_id}
         save_task(conn, task)
         set_requeues(conn, task["id"], requeues + 1)
-    elif task is not None and decision.outcome is Outcome.FAIL:
+        return Rescue(worker_id, task_id, decision, str(queue_id))
+    if task is not None and decision.outcome is Outcome.FAIL:
         set_status(task, FAILED, LOST_WORKER, decision.reason)
         save_task(conn, task)
     return Rescue(worker_id, task_id, decision)
@@ -106,6 +108,8 @@ def sweep(state: ServerState, now: float | None = None) -> list[Rescue]:
             conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
             reported_queue = loads(row[3]).get("queue")
             rescue = _rescue(conn, state, worker_id, row[0], reported_queue)
+        if rescue.requeued_to:  # committed: wake the long polls on its queue
+            state.queue_waiters.notify(rescue.requeued_to)
         log.warning(
             "worker_lost",
             worker=worker_id,

@@ -35,6 +35,9 @@ def test_bad_values_name_the_source() -> None:
         load_settings(environ={"CONVEYOR_SLOTS": "many"})
     with pytest.raises(SettingsError, match="gpus"):
         load_settings(environ={"CONVEYOR_GPUS": "first"})
+    with pytest.raises(SettingsError, match="poll_wait must be between 0 and 60 s, got 600"):
+        load_settings(environ={"CONVEYOR_POLL_WAIT": "600"})
+    assert load_settings(environ={"CONVEYOR_POLL_WAIT": "0"}).poll_wait == 0.0
 
 
 def test_missing_explicit_config_file(tmp_path: Path) -> None:

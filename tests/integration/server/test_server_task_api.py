@@ -348,3 +348,23 @@ def test_models_on_tasks(shared_server: EmbeddedServer, kind: str) -> None:
     assert model in [m["id"] for m in found]
     api_call(shared_server, "models.set_ready", {"model": model})
     assert api_call(shared_server, "models.get_by_id", {"model": model})["model"]["ready"] is True
+
+
+def test_started_takes_last_worker_only_from_a_registered_worker(
+    shared_server: EmbeddedServer,
+) -> None:
+    """clearml-agent's task process sends its hostname as X-ClearML-Worker: the worker id its
+    daemon reported stays the task's last_worker (the watchdog relies on it)."""
+    queue = _queue(shared_server, "lw-q")
+    task, other = _new(shared_server), _new(shared_server)
+    report = {"worker": "box:gpu0", "task": task, "queue": queue, "queues": [queue]}
+    api_call(shared_server, "workers.status_report", report)
+    hostname_only = {"X-ClearML-Worker": "box"}
+    response = api_raw(shared_server, "tasks.started", {"task": task}, headers=hostname_only)
+    assert response.status_code == 200
+    assert _task(shared_server, task)["last_worker"] == "box:gpu0"
+    registered = {"X-ClearML-Worker": "box:gpu0"}
+    response = api_raw(shared_server, "tasks.started", {"task": other}, headers=registered)
+    assert response.status_code == 200
+    assert _task(shared_server, other)["last_worker"] == "box:gpu0"
+    api_call(shared_server, "workers.unregister", {"worker": "box:gpu0"})

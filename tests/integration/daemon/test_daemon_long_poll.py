@@ -1,0 +1,111 @@
+"""The daemon's idle wait, in-process against the real embedded server over HTTP: a long poll
+picks up a task at once although polling is set to every 10 minutes; a server without the
+endpoint gets polled instead; a stop cuts the long poll short."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from agent.api.client import ApiClient
+from agent.daemon import Daemon, ExitCode, Slot
+from agent.pipeline.report import Outcome
+from agent.server.embedded import EmbeddedServer
+from agent.settings import Settings
+
+WAIT = 30.0  # every wait in these tests gives up after this long
+
+
+class Runner:
+    """A task runner that only records what it was given."""
+
+    def __init__(self) -> None:
+        self.ran: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
+        await self.ran.put(task_id)
+        return Outcome.completed()
+
+
+class NoLongPollClient(ApiClient):
+    """What a server without Conveyor's long poll (ClearML's) answers: the real embedded
+    server's reply to an endpoint it does not have. Counts the agent's asks."""
+
+    waits = claims = 0
+
+    async def wait_for_entries(self, queue_ids: Sequence[str], timeout: float) -> list[str]:
+        self.waits += 1
+        await self.call("queues.wait_for_entries_missing", {"queues": list(queue_ids)})
+        raise AssertionError("the server answered an unknown endpoint")
+
+    async def get_next_task(self, queue_id: str) -> str | None:
+        self.claims += 1
+        return await super().get_next_task(queue_id)
+
+
+def settings(server: EmbeddedServer, tmp_path: Path, interval: float) -> Settings:
+    creds = server.credentials
+    return Settings(
+        api_host=server.url,
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        worker_id="long-poll-agent",
+        queues=("lp",),
+        poll_min_interval=interval,
+        poll_max_interval=interval,
+        data_dir=tmp_path / "data",
+        cache_dir=tmp_path / "cache",
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def serve_one_task(api: ApiClient, config: Settings, idle: Callable[[], bool]) -> None:
+    """Run a daemon until it is ``idle``, then enqueue a task: it must run it."""
+    runner = Runner()
+    daemon = Daemon(config, api, runner)
+    running = asyncio.create_task(daemon.run())
+    try:
+        await until(idle)
+        task_id = await api.create_task("picked up")
+        await api.enqueue(task_id, await api.queue_id("lp"))
+        assert await asyncio.wait_for(runner.ran.get(), WAIT) == task_id
+    finally:
+        daemon.stopping.set()
+        assert await asyncio.wait_for(running, WAIT) == ExitCode.OK
+
+
+async def test_an_idle_agent_long_polls_and_starts_a_task_at_once(
+    embedded_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    config = settings(embedded_server, tmp_path, interval=600.0)  # polling alone: 10 minutes
+    creds = embedded_server.credentials
+    async with ApiClient(embedded_server.url, creds.access_key, creds.secret_key) as api:
+        await api.create_queue("lp")
+        # idle: the agent waits inside the server, not between polls
+        await serve_one_task(api, config, lambda: len(embedded_server.state.queue_waiters) == 1)
+    assert len(embedded_server.state.queue_waiters) == 0  # the stop ended the long poll
+
+
+async def test_without_the_endpoint_the_agent_polls(
+    embedded_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    config = settings(embedded_server, tmp_path, interval=0.2)
+    creds = embedded_server.credentials
+    client = NoLongPollClient(embedded_server.url, creds.access_key, creds.secret_key)
+    async with client as api:
+        await api.create_queue("lp")
+        with capture_logs() as logs:
+            await serve_one_task(api, config, lambda: client.claims >= 5)
+    assert client.waits == 1  # asked once, then polled
+    [told] = [e for e in logs if e["event"] == "the server has no long poll; polling"]
+    assert told["interval"] == 0.2
