@@ -23,6 +23,7 @@ import contextlib
 import enum
 import functools
 import signal
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,17 +185,30 @@ class Daemon:
                 await self._idle(delay)
 
     async def _idle(self, delay: float) -> None:
-        """Nothing claimed: wait on the server until a queue has an entry (a long poll); on a
-        server without long polls (ClearML's), or when the last one showed entries that the
-        claim then missed, wait ``delay`` (the adaptive back-off) instead."""
-        if self._pace_next_idle or not await self._long_poll():
+        """Nothing claimed: wait on the server until a queue has an entry (long polls, again
+        while they run out empty); on a server without long polls (ClearML's), or when the
+        last one showed entries that the claim then missed, wait ``delay`` (the adaptive
+        back-off) instead."""
+        if self._pace_next_idle:
             self._pace_next_idle = False
             await self._wait(self.stopping, delay)
+            return
+        found: list[str] | None = None
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            found = await self._long_poll()
+            if found != [] or time.monotonic() - started < self.settings.poll_wait / 2:
+                break  # entries, no long poll, or an empty answer too soon (a server stopping)
+            # nothing queued during the whole wait: no claim round needed, wait again
+        if not found:
+            await self._wait(self.stopping, delay)
+        self._pace_next_idle = bool(found)
 
-    async def _long_poll(self) -> bool:
-        """One ``queues.wait_for_entries``, cut short by a stop; False when there was none."""
+    async def _long_poll(self) -> list[str] | None:
+        """One ``queues.wait_for_entries``, cut short by a stop: the queues with entries ([]
+        after the wait or on a stop); None when there is no long poll to wait on."""
         if not self._long_polls:
-            return False
+            return None
         request = asyncio.ensure_future(
             self.api.wait_for_entries(self.queue_ids, self.settings.poll_wait)
         )
@@ -204,11 +218,10 @@ class Daemon:
             future.cancel()
         await asyncio.gather(request, stop, return_exceptions=True)
         if request.cancelled():
-            return True  # stopping
+            return []  # stopping
         error = request.exception()
         if error is None:
-            self._pace_next_idle = bool(request.result())
-            return True
+            return request.result()
         if not isinstance(error, ApiError):
             raise error
         if _no_such_endpoint(error):
@@ -218,7 +231,7 @@ class Daemon:
             )
         else:
             log.warning("long poll failed", error=str(error))
-        return False
+        return None
 
     # --- claiming ---------------------------------------------------------------------
     async def _claim(self, slot: Slot) -> bool:

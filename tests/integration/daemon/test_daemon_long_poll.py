@@ -31,23 +31,33 @@ class Runner:
         return Outcome.completed()
 
 
-class NoLongPollClient(ApiClient):
-    """What a server without Conveyor's long poll (ClearML's) answers: the real embedded
-    server's reply to an endpoint it does not have. Counts the agent's asks."""
+class CountingClient(ApiClient):
+    """The agent's client, counting its long polls and claims."""
 
     waits = claims = 0
 
     async def wait_for_entries(self, queue_ids: Sequence[str], timeout: float) -> list[str]:
         self.waits += 1
-        await self.call("queues.wait_for_entries_missing", {"queues": list(queue_ids)})
-        raise AssertionError("the server answered an unknown endpoint")
+        return await super().wait_for_entries(queue_ids, timeout)
 
     async def get_next_task(self, queue_id: str) -> str | None:
         self.claims += 1
         return await super().get_next_task(queue_id)
 
 
-def settings(server: EmbeddedServer, tmp_path: Path, interval: float) -> Settings:
+class NoLongPollClient(CountingClient):
+    """What a server without Conveyor's long poll (ClearML's) answers: the real embedded
+    server's reply to an endpoint it does not have."""
+
+    async def wait_for_entries(self, queue_ids: Sequence[str], timeout: float) -> list[str]:
+        self.waits += 1
+        await self.call("queues.wait_for_entries_missing", {"queues": list(queue_ids)})
+        raise AssertionError("the server answered an unknown endpoint")
+
+
+def settings(
+    server: EmbeddedServer, tmp_path: Path, interval: float, wait: float = 20.0
+) -> Settings:
     creds = server.credentials
     return Settings(
         api_host=server.url,
@@ -57,6 +67,7 @@ def settings(server: EmbeddedServer, tmp_path: Path, interval: float) -> Setting
         queues=("lp",),
         poll_min_interval=interval,
         poll_max_interval=interval,
+        poll_wait=wait,
         data_dir=tmp_path / "data",
         cache_dir=tmp_path / "cache",
     )
@@ -109,3 +120,21 @@ async def test_without_the_endpoint_the_agent_polls(
     assert client.waits == 1  # asked once, then polled
     [told] = [e for e in logs if e["event"] == "the server has no long poll; polling"]
     assert told["interval"] == 0.2
+
+
+async def test_long_polls_that_run_out_empty_are_not_followed_by_claims(
+    embedded_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    config = settings(embedded_server, tmp_path, interval=600.0, wait=0.2)
+    creds = embedded_server.credentials
+    client = CountingClient(embedded_server.url, creds.access_key, creds.secret_key)
+    async with client as api:
+        await api.create_queue("lp")
+        claims_while_idle: list[int] = []
+
+        def idle_a_while() -> bool:
+            claims_while_idle.append(client.claims)
+            return client.waits >= 5
+
+        await serve_one_task(api, config, idle_a_while)
+    assert claims_while_idle[-1] == 1  # the first round only: five empty waits, no claims
