@@ -54,6 +54,10 @@ def normalize_task(doc: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(execution.get("artifacts"), list):
         execution["artifacts"] = []
     out["execution"] = execution
+    script = dict(out["script"])
+    if not isinstance(script.get("requirements"), dict):  # clearml-agent reads .get("pip")
+        script["requirements"] = {}
+    out["script"] = script
     for name in LIST_FIELDS:
         if not isinstance(out.get(name), list):
             out[name] = []

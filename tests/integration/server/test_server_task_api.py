@@ -61,7 +61,12 @@ def test_edit_merges_and_replaces(shared_server: EmbeddedServer) -> None:
     )
     assert result["updated"] == 1
     doc = _task(shared_server, task)
-    assert doc["script"] == {"repository": "r", "branch": "main", "version_num": "abc"}
+    assert doc["script"] == {
+        "repository": "r",
+        "branch": "main",
+        "version_num": "abc",
+        "requirements": {},  # always an object: clients read script.requirements.pip
+    }
     assert doc["hyperparams"] == {"General": {}}
     assert doc["container"] == {"image": "b"}
     assert doc["output"]["destination"] == "file:///out"

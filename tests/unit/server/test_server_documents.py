@@ -19,8 +19,11 @@ from agent.server.errors import ApiError
 
 def test_normalize_fills_nulls_with_objects() -> None:
     doc = normalize_task({"id": "t", "script": None, "models": {"input": None}, "tags": None})
+    empty = {"execution": {"artifacts": []}, "script": {"requirements": {}}}
     for field in ("script", "execution", "output", "runtime", "container", "hyperparams"):
-        assert doc[field] == ({"artifacts": []} if field == "execution" else {})
+        assert doc[field] == empty.get(field, {})
+    kept = normalize_task({"script": {"requirements": {"pip": "six"}, "entry_point": "a.py"}})
+    assert kept["script"] == {"requirements": {"pip": "six"}, "entry_point": "a.py"}
     assert doc["models"] == {"input": [], "output": []}
     assert doc["tags"] == [] and doc["status"] == "created"
 
