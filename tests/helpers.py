@@ -23,8 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 API_VERSION = "2.31"
 
-_SCRATCH = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
-atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+SCRATCH = Path(tempfile.mkdtemp(prefix="conveyor-tests-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 _TOKENS: dict[str, str] = {}
 _CLIENTS: dict[str, httpx.Client] = {}
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def sdk_env(server: EmbeddedServer, **extra: str) -> dict[str, str]:
     no CLEARML_*/TRAINS_* variable from the outer environment (offline mode included); the
     files host is the server's own file service (``<url>/files``).
     """
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=_SCRATCH))
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=SCRATCH))
     config = home / "clearml.conf"
     # Report from a thread, not a subprocess: the subprocess reporter makes every SDK script
     # wait ~10 s at exit (an SDK-internal join); what reaches the server is the same.
@@ -68,7 +68,7 @@ def run_sdk(
     code: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` as a script (in a fresh directory) with the venv's python; asserts nothing."""
-    workdir = Path(tempfile.mkdtemp(prefix="sdk-", dir=_SCRATCH))
+    workdir = Path(tempfile.mkdtemp(prefix="sdk-", dir=SCRATCH))
     script = workdir / "sdk_script.py"
     script.write_text(textwrap.dedent(code))
     return subprocess.run(
