@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,3 +46,32 @@ def access(settings: Settings) -> ServerAccess:
 
 def run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(coro())
+
+
+class LogCursor:
+    """Pure: which console events of a followed log are new. Fetches ask for events stamped
+    at or after ``since_ms`` (the last one printed), so a later event sharing that millisecond
+    is not missed; the ones already printed at it are skipped. An event that arrives after
+    newer ones were printed but stamped before them is not shown by the follow (a plain
+    ``conveyor logs`` shows it); Conveyor's own shipper stamps strictly increasing times."""
+
+    def __init__(self) -> None:
+        self.since_ms = 0
+        self._at_since: list[tuple[str, str]] = []  # (level, msg) printed at since_ms
+
+    def new(self, events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        fresh: list[Mapping[str, Any]] = []
+        seen = list(self._at_since)
+        for event in events:
+            stamp = int(event.get("timestamp") or 0)
+            key = (str(event.get("level", "")), str(event.get("msg", "")))
+            if stamp < self.since_ms:
+                continue
+            if stamp == self.since_ms and key in seen:
+                seen.remove(key)  # printed already (once per copy printed)
+                continue
+            if stamp > self.since_ms:
+                self.since_ms, self._at_since, seen = stamp, [], []
+            self._at_since.append(key)
+            fresh.append(event)
+        return fresh

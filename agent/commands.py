@@ -14,7 +14,7 @@ from rich.table import Table
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
-from agent.cli_support import EXIT_FAILURE, access, run, settings_from
+from agent.cli_support import EXIT_FAILURE, LogCursor, access, run, settings_from
 from agent.pipeline.plan import ServerAccess
 from agent.submit import SubmitError, describe_script
 
@@ -141,17 +141,18 @@ def logs(ctx: click.Context, task_id: str, follow: bool, interval: float) -> Non
     server = access(settings_from(ctx))
 
     async def go() -> str:
-        printed = 0
+        cursor = LogCursor()
         async with _client(server) as api:
+            status, _ = await api.task_status(task_id)
+            events = await api.get_task_log(task_id, last=100_000)
             while True:
-                status, _ = await api.task_status(task_id)
-                events = await api.get_task_log(task_id, last=100_000)
-                for event in events[printed:]:
+                for event in cursor.new(events):
                     click.echo(str(event.get("msg", "")).rstrip("\n"))
-                printed = len(events)
                 if not follow or status in FINAL_STATUSES:
                     return status
                 await asyncio.sleep(interval)
+                status, _ = await api.task_status(task_id)  # before the log: no line missed
+                events = await api.get_task_log_since(task_id, cursor.since_ms)
 
     try:
         status = run(go)

@@ -324,6 +324,19 @@ class ApiClient:
             before = min(int(e.get("timestamp") or 0) for e in page)
         return [event for page in reversed(pages) for event in page]
 
+    async def get_task_log_since(
+        self, task_id: str, since_ms: int, limit: int = LOG_PAGE_SIZE
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` console events stamped at or after ``since_ms``, oldest first."""
+        body = {
+            "task": task_id,
+            "batch_size": limit,
+            "navigate_earlier": False,
+            "from_timestamp": since_ms - 1,  # servers answer "after": keep the equal ones
+            "order": "asc",
+        }
+        return await self._list("events.get_task_log", body, "events")
+
     async def add_scalars(
         self, task_id: str, metric: str, values: Mapping[str, float], iteration: int
     ) -> None:

@@ -110,6 +110,8 @@ async def test_log_events_and_scalars_round_trip(api: ApiClient) -> None:
     await api.add_events(events)
     log = await api.get_task_log(task_id, last=5)
     assert [e["msg"] for e in log] == [f"line {i}" for i in range(15, 20)]
+    since = await api.get_task_log_since(task_id, 1017, limit=2)  # from 1017 on, the oldest
+    assert [e["msg"] for e in since] == ["line 17", "line 18"]
     await api.add_scalars(task_id, ":monitor:machine", {"cpu_usage": 12.5}, iteration=3)
     doc = await api.get_task_document(task_id)
     values = [v for m in doc["last_metrics"].values() for v in m.values()]

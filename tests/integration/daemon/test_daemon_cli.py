@@ -56,7 +56,7 @@ def test_server_agent_enqueue_and_follow(tmp_path: Path) -> None:
         task_id = enq.stdout.strip()
         follow = _run(env, "logs", task_id, "--follow")
         assert follow.returncode == 0, follow.stderr
-        assert "job says ['--flag', 'x']" in follow.stdout
+        assert follow.stdout.count("job says ['--flag', 'x']") == 1
         assert "completed" in follow.stderr
         listing = _run(env, "ls", "tasks")
         assert task_id in listing.stdout and "completed" in listing.stdout
