@@ -240,7 +240,7 @@ class Daemon:
         self._turn += 1
         for queue_id in order:
             try:
-                task_id = await self.api.get_next_task(queue_id)
+                task_id = await self.api.get_next_task(queue_id, slot.worker_id)
             except ApiError as exc:
                 log.warning("claim failed", queue=queue_id, error=str(exc))
                 continue

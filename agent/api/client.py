@@ -229,9 +229,12 @@ class ApiClient:
         data = await self.call("queues.create", {"name": name})
         return str(require(data, "id", str, "queues.create"))
 
-    async def get_next_task(self, queue_id: str) -> str | None:
-        """Pop the head of the queue: a task id, or None when the queue is empty."""
-        data = await self.call("queues.get_next_task", {"queue": queue_id})
+    async def get_next_task(self, queue_id: str, worker: str = "") -> str | None:
+        """Pop the head of the queue for ``worker`` (default: the client's worker id): a task
+        id, or None when the queue is empty. The server holds the task for that worker until
+        it starts it, or gives it back if the worker goes away first."""
+        request = Request("queues.get_next_task", encode_body({"queue": queue_id}), worker=worker)
+        data = await self._conn.request(request, self.retry_for)
         entry = data.get("entry")
         if not entry:
             return None

@@ -65,6 +65,7 @@ class Request:
     content: bytes
     content_type: str = JSON
     holds: float = 0.0  # seconds the server may hold it before answering (a long poll)
+    worker: str = ""  # X-ClearML-Worker for this request (a slot's id); "" = the client's
 
 
 def stop_for(retry_for: float | None) -> StopBaseT:
@@ -168,6 +169,8 @@ class Connection:
 
     async def _send(self, request: Request, token: str) -> httpx.Response:
         headers = {"Content-Type": request.content_type, "Authorization": f"Bearer {token}"}
+        if request.worker:
+            headers["X-ClearML-Worker"] = request.worker
         url = endpoint_url(self.base_url, request.endpoint)
         timeout = self._timeout + request.holds
         try:

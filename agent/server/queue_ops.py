@@ -5,6 +5,7 @@ smallest. Pushing to the back is max+1, to the front min-1, so both are one inde
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 from agent.server.errors import (
@@ -198,3 +199,23 @@ def reorder(conn: sqlite3.Connection, queue_id: str, task_id: str, offset: int) 
         [(queue_id, i, t, a) for i, (t, a) in enumerate(tasks)],
     )
     return new_index
+
+
+def claim(conn: sqlite3.Connection, task_id: str, queue_id: str, worker: str) -> None:
+    """``worker`` popped the task: until it starts it (or the task moves on), the task is the
+    worker's, and goes back to the queue if the worker goes away."""
+    conn.execute(
+        "INSERT OR REPLACE INTO claims (task, queue, worker, popped) VALUES (?, ?, ?, ?)",
+        (task_id, queue_id, worker, time.time()),
+    )
+
+
+def unclaim(conn: sqlite3.Connection, task_id: str) -> None:
+    conn.execute("DELETE FROM claims WHERE task=?", (task_id,))
+
+
+def claims_of(conn: sqlite3.Connection, worker: str) -> list[tuple[str, str]]:
+    """``(task, queue)`` of each claim ``worker`` holds, and they are dropped."""
+    rows = conn.execute("SELECT task, queue FROM claims WHERE worker=?", (worker,)).fetchall()
+    conn.execute("DELETE FROM claims WHERE worker=?", (worker,))
+    return [(str(r[0]), str(r[1])) for r in rows]

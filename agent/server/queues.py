@@ -115,6 +115,8 @@ def get_next_task(call: Call) -> dict[str, Any]:
     with call.store.write() as conn:
         queue_ops.load_queue(conn, queue_id)
         head = queue_ops.pop(conn, queue_id)
+        if head is not None and call.worker:
+            queue_ops.claim(conn, head[0], queue_id, call.worker)
     if head is None:
         return {}
     task, added = head

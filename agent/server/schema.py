@@ -74,4 +74,15 @@ _V1: tuple[str, ...] = (
     "CREATE INDEX models_task ON models (task)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: which worker popped a task it has not started yet (so a worker that goes away between
+# get_next_task and tasks.started does not take the task with it).
+_V2: tuple[str, ...] = (
+    """CREATE TABLE claims (
+        task TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        popped REAL NOT NULL)""",
+    "CREATE INDEX claims_worker ON claims (worker)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)

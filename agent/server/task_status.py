@@ -39,6 +39,7 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
         if action == "completed" and opt_bool(call.body, "publish"):
             target = PUBLISHED
         queue_ops.remove(conn, task_id)
+        queue_ops.unclaim(conn, task_id)
         set_status(doc, target, reason, message)
         if action == "started" and _registered(conn, call.worker):
             # Only a registered worker's header: clearml-agent's task process sends the

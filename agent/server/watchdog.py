@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from agent.server import queue_ops
+from agent.server import claims, queue_ops
 from agent.server.lifecycle import FAILED, IN_PROGRESS, QUEUED
 from agent.server.state import ServerState
 from agent.server.store import StoreError, loads
@@ -108,8 +108,10 @@ def sweep(state: ServerState, now: float | None = None) -> list[Rescue]:
             conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
             reported_queue = loads(row[3]).get("queue")
             rescue = _rescue(conn, state, worker_id, row[0], reported_queue)
-        if rescue.requeued_to:  # committed: wake the long polls on its queue
-            state.queue_waiters.notify(rescue.requeued_to)
+            woken = claims.release(conn, worker_id)
+        for queue_id in [rescue.requeued_to, *woken]:  # committed: wake the long polls
+            if queue_id:
+                state.queue_waiters.notify(queue_id)
         log.warning(
             "worker_lost",
             worker=worker_id,

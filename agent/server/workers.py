@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.server import claims
 from agent.server.errors import bad_request
 from agent.server.fields import opt_dict, opt_float, opt_str, opt_str_list, req_str
 from agent.server.registry import Call, endpoint
@@ -71,10 +72,19 @@ def _upsert(conn: sqlite3.Connection, call: Call, timeout: float | None) -> dict
 
 @endpoint("workers.register", inline=True)
 def register(call: Call) -> dict[str, Any]:
+    """Announce a worker; a new process under a known id gives back what the old one popped
+    and never started (claims.py)."""
     timeout = _timeout(call)
     with call.store.write() as conn:
         _upsert(conn, call, timeout)
+        requeued = claims.release(conn, req_str(call.body, "worker"))
+    _wake(call, requeued)
     return {}
+
+
+def _wake(call: Call, queue_ids: list[str]) -> None:
+    for queue_id in queue_ids:  # committed: wake the long polls
+        call.state.queue_waiters.notify(queue_id)
 
 
 @endpoint("workers.status_report", inline=True)
@@ -106,6 +116,8 @@ def unregister(call: Call) -> dict[str, Any]:
     worker_id = req_str(call.body, "worker")
     with call.store.write() as conn:
         conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
+        requeued = claims.release(conn, worker_id)
+    _wake(call, requeued)
     return {}
 
 

@@ -40,9 +40,9 @@ class CountingClient(ApiClient):
         self.waits += 1
         return await super().wait_for_entries(queue_ids, timeout)
 
-    async def get_next_task(self, queue_id: str) -> str | None:
+    async def get_next_task(self, queue_id: str, worker: str = "") -> str | None:
         self.claims += 1
-        return await super().get_next_task(queue_id)
+        return await super().get_next_task(queue_id, worker)
 
 
 class NoLongPollClient(CountingClient):

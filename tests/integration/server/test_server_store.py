@@ -27,6 +27,22 @@ def test_migrations_versioned_and_idempotent(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_database_of_the_first_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    conn = sqlite3.connect(db)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('kept', 'yes')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.conn().execute("SELECT value FROM meta WHERE key='kept'").fetchone() == ("yes",)
+    assert store.conn().execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
+    store.close()
+
+
 def test_newer_database_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     conn = sqlite3.connect(db)
