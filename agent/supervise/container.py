@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from agent.supervise.lines import LineSplitter
 from agent.supervise.process import (
     ABORTED,
     EXITED,
+    LINGER_S,
     PUMP_DRAIN_TIMEOUT_S,
     PUMP_FAILED,
     TIMED_OUT,
@@ -45,6 +47,7 @@ from agent.supervise.process import (
 log = structlog.get_logger()
 
 STDOUT, STDERR = "info", "error"  # log levels of the two streams
+MAX_BATCH_LINES = 2000  # lines waiting for the sink that are handed over at once
 
 
 @dataclass(frozen=True)
@@ -54,17 +57,85 @@ class ContainerExit:
 
 
 def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], sink: LineSink) -> None:
-    """Demultiplexed frames → lines (stamped when read) → the sink. Runs in a thread."""
+    """Demultiplexed frames → lines (stamped when read) → the sink, a batch at a time. Runs
+    in a thread; raises the sink's error (after handing it every line anyway)."""
     splitters = {STDOUT: LineSplitter(), STDERR: LineSplitter()}
-    for out, err in stream:
+    batch = _Batch(sink)
+    try:
+        for out, err in stream:
+            now = time.time()
+            for level, chunk in ((STDOUT, out), (STDERR, err)):
+                if chunk and (lines := splitters[level].feed(chunk, now)):
+                    batch.add(level, lines, now)
         now = time.time()
-        for level, chunk in ((STDOUT, out), (STDERR, err)):
-            if chunk and (lines := splitters[level].feed(chunk, now)):
-                sink.write_lines(lines, level, now)
-    now = time.time()
-    for level, splitter in splitters.items():
-        if lines := splitter.finish(now):
-            sink.write_lines(lines, level, now)
+        for level, splitter in splitters.items():
+            if lines := splitter.finish(now):
+                batch.add(level, lines, now)
+    finally:
+        batch.close()
+
+
+class _Batch:
+    """Lines of both streams in arrival order, handed to the sink in runs. A container that
+    prints line by line arrives one frame a line; like the host's pipe pump, the lines go to
+    the sink (one spool record per run) at most ``LINGER_S`` after they came, or at once when
+    ``MAX_BATCH_LINES`` wait. A flusher thread keeps that promise when no frame follows."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()  # the pending runs
+        self._flushing = threading.Lock()  # one flush at a time: runs keep their order
+        self._runs: list[tuple[str, list[str], float]] = []
+        self._count = 0
+        self._failure: OSError | None = None
+        self._pending = threading.Event()
+        self._stop = False
+        self._flusher = threading.Thread(target=self._flush_soon, name="container-lines")
+        self._flusher.start()
+
+    def add(self, level: str, lines: list[str], ts: float) -> None:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._runs and self._runs[-1][0] == level:
+                self._runs[-1][1].extend(lines)
+            else:
+                self._runs.append((level, list(lines), ts))
+            self._count += len(lines)
+            full = self._count >= MAX_BATCH_LINES
+        if full:
+            self.flush()
+        else:
+            self._pending.set()
+
+    def flush(self) -> None:
+        with self._flushing:
+            with self._lock:
+                runs, self._runs, self._count = self._runs, [], 0
+            for level, lines, ts in runs:
+                try:
+                    self._sink.write_lines(lines, level, ts)
+                except OSError as exc:  # the spool's disk: the sink keeps the lines in memory
+                    with self._lock:
+                        self._failure = self._failure or exc
+
+    def _flush_soon(self) -> None:
+        while True:
+            self._pending.wait()
+            if self._stop:
+                return
+            self._pending.clear()  # before the flush's swap: a later add wakes the next round
+            time.sleep(LINGER_S)  # let the lines of a line-by-line printer gather
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the flusher, hand over the rest; raise the sink's first error."""
+        self._stop = True
+        self._pending.set()
+        self._flusher.join()
+        self.flush()
+        if self._failure is not None:
+            raise self._failure
 
 
 def _wait(container: Any) -> None:
