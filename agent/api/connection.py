@@ -4,7 +4,8 @@ Several :class:`~agent.api.client.ApiClient` views share a :class:`Connection` a
 in their retry budget (claiming gives up after a minute, log shipping never does).
 
 Retry policy (the only transport retries in the agent): connection errors, timeouts and HTTP
-502 / 503 / 429 are retried with exponential backoff and jitter until the budget runs out, then
+502 / 503 / 429 are retried with exponential backoff and jitter (never sooner than a
+``Retry-After`` the server sent, up to 60 s) until the budget runs out, then
 :class:`ServerUnavailable` is raised. A 4xx is never retried; a 401 triggers one fresh login and
 one repeat of the call.
 """
@@ -12,6 +13,7 @@ one repeat of the call.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -53,10 +55,39 @@ REFRESH_MARGIN_S = 360.0  # log in again when the token expires within this (as 
 BACKOFF_INITIAL_S = 0.25
 BACKOFF_MAX_S = 10.0
 BACKOFF_JITTER_S = 0.25
+RETRY_AFTER_MAX_S = 60.0  # a longer Retry-After is taken as this
+_BACKOFF = wait_exponential(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S) + wait_random(
+    0, BACKOFF_JITTER_S
+)
 
 
 class TransientError(Exception):
     """A failure worth retrying (never leaves this module: it becomes ServerUnavailable)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After)
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """Pure: a Retry-After header in seconds (its delay-seconds form; an HTTP date or garbage
+    counts as 0), capped at ``RETRY_AFTER_MAX_S``."""
+    try:
+        seconds = float(value or 0)
+    except ValueError:
+        return 0.0
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+def _backoff(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
+    delay = _BACKOFF(state)
+    failure = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(failure, TransientError):
+        delay = max(delay, failure.retry_after)
+    return float(delay)
 
 
 @dataclass(frozen=True)
@@ -104,8 +135,7 @@ class Connection:
         """The ``data`` of the response, retrying transient failures within ``retry_for`` s."""
         retrying = AsyncRetrying(
             stop=stop_for(retry_for),
-            wait=wait_exponential(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S)
-            + wait_random(0, BACKOFF_JITTER_S),
+            wait=_backoff,
             retry=retry_if_exception_type(TransientError),
             before_sleep=_log_retry(request.endpoint),
         )
@@ -183,7 +213,8 @@ class Connection:
 
 def _data(response: httpx.Response, endpoint: str) -> dict[str, Any]:
     if response.status_code in RETRY_STATUSES:
-        raise TransientError(f"HTTP {response.status_code} from {endpoint}")
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        raise TransientError(f"HTTP {response.status_code} from {endpoint}", wait)
     return parse_envelope(response.status_code, response.content, endpoint)
 
 

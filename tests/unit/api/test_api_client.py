@@ -132,6 +132,31 @@ async def test_retries_503_then_succeeds() -> None:
     assert len(server.calls("tasks.ping")) == 3
 
 
+async def test_a_retry_after_is_waited_for() -> None:
+    server = FakeServer()
+    seen: list[float] = []
+
+    def limited(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+        seen.append(time.monotonic())
+        if len(seen) == 1:  # the first backoff alone is at most 0.5 s
+            return httpx.Response(429, headers={"Retry-After": "0.8"}, text="slow down")
+        return envelope({})
+
+    server.routes["tasks.ping"] = limited
+    async with client(server) as api:
+        await api.ping("t1")
+    assert len(seen) == 2 and seen[1] - seen[0] >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("2", 2.0), ("0.5", 0.5), ("3600", 60.0), ("-4", 0.0), ("nan", 0.0), (None, 0.0),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", 0.0)],
+)  # fmt: skip
+def test_retry_after_header_values(header: str | None, seconds: float) -> None:
+    assert connection.retry_after_seconds(header) == seconds
+
+
 async def test_retries_connection_errors_and_timeouts() -> None:
     server = FakeServer()
     failures = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")]
