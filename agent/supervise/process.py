@@ -318,13 +318,28 @@ async def run_process(
         raise error
     if leftovers:
         log.info("killed leftover processes", pid=proc.pid, count=leftovers)
+    aborted = ((abort.reason if abort else None) or "aborted") if ending == ABORTED else None
+    return _exit_info(returncode, ending, aborted, duration, tree.peak_rss, timeout, leftovers)
+
+
+def _exit_info(
+    returncode: int,
+    ending: str,
+    aborted: str | None,
+    duration: float,
+    max_rss: int,
+    timeout: float | None,
+    leftovers: int,
+) -> ExitInfo:
+    """Pure: what happened, from how the wait ended and the reaped status (negative: a
+    signal's number)."""
     return ExitInfo(
         returncode=returncode if returncode >= 0 else None,
         signal=-returncode if returncode < 0 else None,
-        aborted=((abort.reason if abort else None) or "aborted") if ending == ABORTED else None,
+        aborted=aborted,
         timed_out=ending == TIMED_OUT,
         duration=duration,
-        max_rss=tree.peak_rss,
+        max_rss=max_rss,
         timeout=timeout,
         leftovers=leftovers,
     )
