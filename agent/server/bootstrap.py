@@ -12,4 +12,6 @@ def open_state(config: ServerConfig) -> ServerState:
     with store.write() as conn:
         credentials, jwt_secret = auth.bootstrap(conn, config.credentials)
         queue_ops.ensure_default(conn, auth.DEFAULT_USER)
-    return ServerState(store=store, config=config, jwt_secret=jwt_secret, credentials=credentials)
+    state = ServerState(store=store, config=config, jwt_secret=jwt_secret, credentials=credentials)
+    store.on_push = state.queue_waiters.notify  # a committed push wakes that queue's long polls
+    return state

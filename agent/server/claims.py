@@ -25,10 +25,8 @@ log = structlog.get_logger()
 NEVER_STARTED = "claimed by a worker that went away before starting it: requeued"
 
 
-def release(conn: sqlite3.Connection, worker: str) -> list[str]:
-    """Requeue (at the front) what ``worker`` popped and never started; the queues that got
-    a task back (wake their long polls after the commit)."""
-    requeued = []
+def release(conn: sqlite3.Connection, worker: str) -> None:
+    """Requeue (at the front) what ``worker`` popped and never started."""
     for task_id, queue_id in queue_ops.claims_of(conn, worker):
         task = find_task(conn, task_id)
         if task is None or task["status"] != QUEUED or queue_ops.queue_of(conn, task_id):
@@ -38,6 +36,4 @@ def release(conn: sqlite3.Connection, worker: str) -> list[str]:
         queue_ops.push(conn, queue_id, task_id, front=True)
         set_status(task, QUEUED, NEVER_STARTED)
         save_task(conn, task)
-        requeued.append(queue_id)
         log.warning("claim_released", task=task_id, worker=worker, queue=queue_id)
-    return requeued

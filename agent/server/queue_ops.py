@@ -16,7 +16,7 @@ from agent.server.errors import (
     bad_request,
 )
 from agent.server.state import COMPANY_ID
-from agent.server.store import dumps, loads, new_id, now_iso
+from agent.server.store import dumps, loads, new_id, note_push, now_iso
 
 DEFAULT_TAG = "default"
 
@@ -140,9 +140,8 @@ def queue_of(conn: sqlite3.Connection, task_id: str) -> str | None:
 
 
 def push(conn: sqlite3.Connection, queue_id: str, task_id: str, front: bool = False) -> str:
-    """Add the task at the back (or front) of the queue; returns the ``added`` stamp. After the
-    transaction commits, the caller wakes the queue's long polls
-    (``state.queue_waiters.notify``)."""
+    """Add the task at the back (or front) of the queue; returns the ``added`` stamp. The
+    queue's long polls are woken when the transaction commits (``Store.on_push``)."""
     if front:
         row = conn.execute(
             "SELECT MIN(position) FROM queue_entries WHERE queue=?", (queue_id,)
@@ -158,6 +157,7 @@ def push(conn: sqlite3.Connection, queue_id: str, task_id: str, front: bool = Fa
         "INSERT INTO queue_entries (queue, position, task, added) VALUES (?, ?, ?, ?)",
         (queue_id, position, task_id, added),
     )
+    note_push(conn, queue_id)
     return added
 
 

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -65,7 +65,16 @@ def valid_regex(pattern: str) -> bool:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (the base class cannot)."""
+    """A connection that can be weakly referenced (the base class cannot), and that notes the
+    queues its write transaction pushed to (``Store.on_push`` hears of them after commit)."""
+
+    pushed: set[str]
+
+
+def note_push(conn: sqlite3.Connection, queue_id: str) -> None:
+    """Inside a write transaction: ``queue_id`` gained an entry (announced after commit)."""
+    if isinstance(conn, _Connection):
+        conn.pushed.add(queue_id)
 
 
 class Store:
@@ -83,6 +92,7 @@ class Store:
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._closed = False
+        self.on_push: Callable[[str], None] | None = None  # a queue gained an entry (committed)
         self._migrate()
 
     # --- connections ---------------------------------------------------------------------
@@ -99,6 +109,7 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.create_function("regexp", 2, _regexp, deterministic=True)
+        conn.pushed = set()
         return conn
 
     def conn(self) -> sqlite3.Connection:
@@ -115,16 +126,23 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE): all or nothing."""
+        """One write transaction (BEGIN IMMEDIATE): all or nothing. Queues it pushed to are
+        announced to ``on_push`` once it committed."""
         conn = self.conn()
+        assert isinstance(conn, _Connection)
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
+                conn.pushed.clear()
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            pushed, conn.pushed = conn.pushed, set()
+        if self.on_push is not None:
+            for queue_id in pushed:
+                self.on_push(queue_id)
 
     def write_busy(self) -> bool:
         """Is a write transaction of this process in progress (so a new one would wait)?"""

@@ -107,7 +107,6 @@ def enqueue(call: Call) -> dict[str, Any]:
         doc["execution"] = {**doc["execution"], "queue": queue["id"]}
         save_task(conn, doc)
         watched = _queue_watched(conn, queue["id"])
-    call.state.queue_waiters.notify(queue["id"])  # committed: wake the long polls
     fields = _fields(doc) | {"execution.queue": queue["id"]}
     return {"queued": 1, "updated": 1, "fields": fields, "queue_watched": watched}
 

@@ -2,9 +2,10 @@
 entry (or its time is up), instead of asking again and again.
 
 ``notify(queue_id)`` comes from whichever thread pushed the entry, *after* the transaction
-committed; a waiter is registered *before* it looks at its queues, so an entry pushed between
-the look and the wait still wakes it. ``close()`` (server shutdown) wakes everyone at once:
-a long poll never holds up a stop.
+committed (the store announces every committed push: ``Store.on_push``); a waiter is
+registered *before* it looks at its queues, so an entry pushed between the look and the wait
+still wakes it. ``close()`` (server shutdown) wakes everyone at once: a long poll never holds
+up a stop.
 """
 
 from __future__ import annotations

@@ -108,10 +108,7 @@ def sweep(state: ServerState, now: float | None = None) -> list[Rescue]:
             conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
             reported_queue = loads(row[3]).get("queue")
             rescue = _rescue(conn, state, worker_id, row[0], reported_queue)
-            woken = claims.release(conn, worker_id)
-        for queue_id in [rescue.requeued_to, *woken]:  # committed: wake the long polls
-            if queue_id:
-                state.queue_waiters.notify(queue_id)
+            claims.release(conn, worker_id)
         log.warning(
             "worker_lost",
             worker=worker_id,

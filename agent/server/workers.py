@@ -77,14 +77,8 @@ def register(call: Call) -> dict[str, Any]:
     timeout = _timeout(call)
     with call.store.write() as conn:
         _upsert(conn, call, timeout)
-        requeued = claims.release(conn, req_str(call.body, "worker"))
-    _wake(call, requeued)
+        claims.release(conn, req_str(call.body, "worker"))
     return {}
-
-
-def _wake(call: Call, queue_ids: list[str]) -> None:
-    for queue_id in queue_ids:  # committed: wake the long polls
-        call.state.queue_waiters.notify(queue_id)
 
 
 @endpoint("workers.status_report", inline=True)
@@ -116,8 +110,7 @@ def unregister(call: Call) -> dict[str, Any]:
     worker_id = req_str(call.body, "worker")
     with call.store.write() as conn:
         conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
-        requeued = claims.release(conn, worker_id)
-    _wake(call, requeued)
+        claims.release(conn, worker_id)
     return {}
 
 

@@ -62,13 +62,17 @@ class LineSplitter:
             self._pending += rest
         if complete and max(map(len, complete)) > self._max:
             complete = [piece for line in complete for piece in self._cut(line)]
-        while len(self._pending) > self._max:
-            complete.append(self._pending[: self._max])
-            self._pending = self._pending[self._max :]
+        self._emit_overlong_pending(complete)
         return complete
 
     def _cut(self, line: str) -> list[str]:
         return [line[i : i + self._max] for i in range(0, len(line), self._max)]
+
+    def _emit_overlong_pending(self, out: list[str]) -> None:
+        """A line still open but past ``max_chars``: its full chunks go out as it arrives."""
+        while len(self._pending) > self._max:
+            out.append(self._pending[: self._max])
+            self._pending = self._pending[self._max :]
 
     def _absorb(self, part: str, now: float, out: list[str]) -> None:
         first, *segments = part.split("\r")
@@ -79,9 +83,7 @@ class LineSplitter:
             self._pending = segment
         if segments:
             self._maybe_show_progress(now, out)
-        while len(self._pending) > self._max:
-            out.append(self._pending[: self._max])
-            self._pending = self._pending[self._max :]
+        self._emit_overlong_pending(out)
 
     def _maybe_show_progress(self, now: float, out: list[str]) -> None:
         if not self._progress or self._progress_shown:
