@@ -160,10 +160,11 @@ def get_task_log(call: Call) -> dict[str, Any]:
 
 
 def _batch_size(call: Call) -> int:
+    """A batch of at most ``MAX_BATCH``: a bigger ``batch_size`` is clamped, never refused."""
     size = opt_int(call.body, "batch_size", DEFAULT_BATCH)
-    if size is None or not 0 < size <= MAX_BATCH:
-        raise bad_request(f"field 'batch_size' must be between 1 and {MAX_BATCH}")
-    return size
+    if size is None or size < 1:
+        raise bad_request("field 'batch_size' must be >= 1")
+    return min(size, MAX_BATCH)
 
 
 def _scroll(call: Call) -> int:

@@ -19,7 +19,7 @@ from agent.server.documents import (
 from agent.server.errors import INVALID_TASK_STATUS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_dict, opt_list, opt_str, opt_str_list, req_str
 from agent.server.lifecycle import IMMUTABLE, IN_PROGRESS
-from agent.server.listing import keep, order_and_page, parse_query
+from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.projects import create_project, load_project
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID
@@ -27,6 +27,14 @@ from agent.server.store import loads, new_id, now_iso
 from agent.server.taskstore import insert_task, load_task, save_task
 
 _COLUMN_FILTERS = ("project", "status", "type")
+_SPECS = {
+    name: ListSpec(
+        name,
+        handled=frozenset({*_COLUMN_FILTERS, "parent", "user"}),
+        text_fields=("id", "name", "comment"),
+    )
+    for name in ("tasks.get_all", "tasks.get_all_ex")
+}
 _DEVELOPMENT_TAG = "development"
 
 
@@ -71,7 +79,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
 
 def _select_tasks(call: Call) -> list[dict[str, Any]]:
     body = call.body
-    query = parse_query(body)
+    query = parse_query(body, _SPECS[call.endpoint])
     sql, args = "SELECT doc FROM tasks WHERE 1=1", []
     if query.ids is not None:
         if not query.ids:
@@ -87,9 +95,16 @@ def _select_tasks(call: Call) -> list[dict[str, Any]]:
             sql += f" AND {column} IN ({','.join('?' * len(values))})"
             args.extend(values)
     parent = opt_str_list(body, "parent")
+    users = opt_str_list(body, "user")
     rows = call.store.conn().execute(sql + " ORDER BY created, id", args).fetchall()
     docs = [normalize_task(loads(r[0])) for r in rows]
-    docs = [d for d in docs if keep(d, query) and (not parent or d.get("parent") in parent)]
+    docs = [
+        d
+        for d in docs
+        if keep(d, query)
+        and (not parent or d.get("parent") in parent)
+        and (not users or d.get("user") in users)
+    ]
     docs = order_and_page(docs, query)
     return [project_fields(d, query.only_fields) for d in docs]
 
