@@ -80,7 +80,7 @@ def test_text_search() -> None:
 
 
 def test_unknown_fields_are_refused_by_name() -> None:
-    with pytest.raises(ApiError, match="'user' is not supported by tasks.get_all"):
+    with pytest.raises(ApiError, match=r"'user' is not supported by tasks\.get_all"):
         parse_query({"user": ["u"]}, SPEC)
     with pytest.raises(ApiError, match="operator"):
         parse_query({"runtime.progress": {"$gt": 0}}, SPEC)
