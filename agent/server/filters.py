@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.server.errors import bad_request
@@ -13,18 +14,86 @@ from agent.server.errors import bad_request
 _OP_ALL = ("__$all", "__$and")
 _OP_ANY = "__$or"
 _OP_NOT = "__$not"
-_PATTERN_KEYS = frozenset({"fields", "pattern"})
+_PATTERN_KEYS = frozenset({"fields", "pattern", "datetime"})
+_EVERY = ("_all_", "_and_")  # the others (_any_, _or_): at least one field
 _SCALARS = (str, int, float, bool)
+_BOUND = re.compile(r"^(>=|>|<=|<)?\s*(.+)$")
+_RANGE_PREFIX = "last_metrics."  # [min, max] is a range there (the SDK's TaskTrigger)
+
+
+@dataclass(frozen=True)
+class TimeBound:
+    """``>2024-01-01T00:00:00``: a comparison with a date (ISO 8601, naive is UTC, or epoch)."""
+
+    op: str
+    when: datetime
+
+    def holds(self, value: Any) -> bool:
+        stamp = _as_datetime(value)
+        if stamp is None:
+            return False
+        return {
+            ">": stamp > self.when,
+            ">=": stamp >= self.when,
+            "<": stamp < self.when,
+            "<=": stamp <= self.when,
+        }[self.op]
 
 
 @dataclass(frozen=True)
 class PatternCondition:
-    """``_all_`` (every field matches) or ``_any_`` (at least one does): a regex searched in
-    the string value of each dotted field (any string item, for a list)."""
+    """``_all_``/``_and_`` (every field matches) or ``_any_``/``_or_`` (at least one does): a
+    regex searched in the string value of each dotted field (any string item, for a list), or
+    date bounds (``datetime``) that the field's date must all meet."""
 
     fields: tuple[tuple[str, ...], ...]
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str] | None
     every: bool
+    bounds: tuple[TimeBound, ...] = ()
+
+    def field_matches(self, value: Any) -> bool:
+        if self.pattern is not None:
+            return any(self.pattern.search(s) for s in _searched(value))
+        return all(bound.holds(value) for bound in self.bounds)
+
+
+@dataclass(frozen=True)
+class RangeFilter:
+    """``{"last_metrics.<m>.<v>.max_value": [low, high]}``: inclusive, ``null`` = open."""
+
+    path: tuple[str, ...]
+    low: float | None
+    high: float | None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.strip())
+    except ValueError:
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except ValueError:
+            return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def parse_time_bounds(name: str, values: Any) -> tuple[TimeBound, ...]:
+    """``["<op>date", ...]`` (op one of > >= < <=, default >=); 400 naming the bad one."""
+    items = values if isinstance(values, list) else [values]
+    bounds = []
+    for item in items:
+        match = _BOUND.match(item) if isinstance(item, str) else None
+        when = _as_datetime(match.group(2)) if match else _as_datetime(item)
+        if when is None:
+            raise bad_request(f"field '{name}' has an invalid date constraint {item!r}")
+        bounds.append(TimeBound((match.group(1) if match else None) or ">=", when))
+    return tuple(bounds)
 
 
 @dataclass(frozen=True)
@@ -55,19 +124,24 @@ def parse_pattern(name: str, value: Any) -> PatternCondition | None:
     unknown = sorted(set(value) - _PATTERN_KEYS)
     if unknown:
         raise bad_request(f"field '{name}.{unknown[0]}' is not supported (only fields, pattern)")
-    fields, pattern = value.get("fields"), value.get("pattern")
+    fields = value.get("fields")
     if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
         raise bad_request(f"field '{name}.fields' must be a non-empty list of field names")
+    paths = tuple(tuple(f.split(".")) for f in fields)
+    every = name in _EVERY
+    if ("pattern" in value) == ("datetime" in value):
+        raise bad_request(f"field '{name}' needs one of 'pattern' or 'datetime'")
+    if "datetime" in value:
+        bounds = parse_time_bounds(f"{name}.datetime", value["datetime"])
+        return PatternCondition(paths, None, every, bounds)
+    pattern = value.get("pattern")
     if not isinstance(pattern, str):
         raise bad_request(f"field '{name}.pattern' must be a string (a regular expression)")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise bad_request(
-            f"field '{name}.pattern' is not a valid regular expression: {exc}"
-        ) from exc
-    paths = tuple(tuple(f.split(".")) for f in fields)
-    return PatternCondition(paths, compiled, every=name == "_all_")
+        raise bad_request(f"field '{name}.pattern' is not a valid regular expression") from exc
+    return PatternCondition(paths, compiled, every)
 
 
 def _searched(value: Any) -> list[str]:
@@ -81,20 +155,25 @@ def _searched(value: Any) -> list[str]:
 def pattern_match(doc: Mapping[str, Any], condition: PatternCondition) -> bool:
     def one(path: tuple[str, ...]) -> bool:
         found, value = path_value(doc, path)
-        return found and any(condition.pattern.search(s) for s in _searched(value))
+        return found and condition.field_matches(value)
 
     results = (one(path) for path in condition.fields)
     return all(results) if condition.every else any(results)
 
 
-def parse_field_filter(key: str, value: Any) -> FieldFilter:
-    """A dotted-key equality filter; an operator object (``{"$gt": 0}``) is refused by name."""
+def parse_field_filter(key: str, value: Any) -> FieldFilter | RangeFilter:
+    """A dotted-key equality filter (a range under ``last_metrics.``); an operator object
+    (``{"$gt": 0}``) is refused by name."""
     if isinstance(value, Mapping):
         ops = ", ".join(repr(k) for k in value) or "an empty object"
         raise bad_request(
             f"field '{key}': operator {ops} is not supported (a field filter is a value or a "
             "list of values)"
         )
+    if key.startswith(_RANGE_PREFIX) and isinstance(value, list):
+        if len(value) != 2 or not all(_number_or_null(v) for v in value):
+            raise bad_request(f"field '{key}' must be a range [low, high] (null: open)")
+        return RangeFilter(tuple(key.split(".")), value[0], value[1])
     values = value if isinstance(value, list) else [value]
     for item in values:
         if item is not None and not isinstance(item, _SCALARS):
@@ -102,8 +181,16 @@ def parse_field_filter(key: str, value: Any) -> FieldFilter:
     return FieldFilter(tuple(key.split(".")), tuple(values))
 
 
-def field_match(doc: Mapping[str, Any], flt: FieldFilter) -> bool:
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def field_match(doc: Mapping[str, Any], flt: FieldFilter | RangeFilter) -> bool:
     found, value = path_value(doc, flt.path)
+    if isinstance(flt, RangeFilter):
+        if not found or not _number_or_null(value) or value is None:
+            return False
+        return (flt.low is None or value >= flt.low) and (flt.high is None or value <= flt.high)
     if not found:
         return None in flt.values
     if isinstance(value, list):

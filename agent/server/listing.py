@@ -19,6 +19,7 @@ from agent.server.fields import Body, opt_bool, opt_int, opt_str, opt_str_list
 from agent.server.filters import (
     FieldFilter,
     PatternCondition,
+    RangeFilter,
     field_match,
     parse_field_filter,
     parse_pattern,
@@ -46,6 +47,8 @@ COMMON = frozenset(
         "search_text",
         "_all_",
         "_any_",
+        "_and_",
+        "_or_",
     }
 )
 TRANSPORT = frozenset({"method"})  # the SDK's request plumbing, sent in every body
@@ -77,13 +80,13 @@ class ListQuery:
     search_hidden: bool
     search_text: str = ""
     patterns: tuple[PatternCondition, ...] = ()
-    field_filters: tuple[FieldFilter, ...] = ()
+    field_filters: tuple[FieldFilter | RangeFilter, ...] = ()
     text_fields: tuple[str, ...] = field(default=("id", "name"))
 
 
-def check_fields(body: Body, spec: ListSpec) -> list[FieldFilter]:
+def check_fields(body: Body, spec: ListSpec) -> list[FieldFilter | RangeFilter]:
     """400 for the first field ``spec`` neither reads nor ignores; dotted keys become filters."""
-    filters = []
+    filters: list[FieldFilter | RangeFilter] = []
     for key in body:
         if key in COMMON or key in TRANSPORT or key in spec.handled or key in spec.ignored:
             continue
@@ -115,7 +118,7 @@ def parse_query(body: Body, spec: ListSpec) -> ListQuery:
         if not _FIELD_NAME.match(item):
             raise bad_request(f"field 'order_by' has an invalid field name {item!r}")
     page, page_size = _paging(body)
-    patterns = [parse_pattern(key, body.get(key)) for key in ("_all_", "_any_")]
+    patterns = [parse_pattern(key, body.get(key)) for key in ("_all_", "_any_", "_and_", "_or_")]
     return ListQuery(
         ids=opt_str_list(body, "id"),
         name=name,

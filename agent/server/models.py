@@ -17,6 +17,7 @@ from agent.server.fields import (
     opt_str_list,
     req_str,
 )
+from agent.server.filters import parse_time_bounds
 from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID
@@ -29,7 +30,7 @@ _COLUMNS = ("uri", "task", "project")
 _SPECS = {
     name: ListSpec(
         name,
-        handled=frozenset({*_COLUMNS, "ready", "framework", "user"}),
+        handled=frozenset({*_COLUMNS, "ready", "framework", "user", "last_update"}),
         text_fields=("id", "name", "comment"),
     )
     for name in ("models.get_all", "models.get_all_ex")
@@ -156,6 +157,8 @@ def get_all(call: Call) -> dict[str, Any]:
         wanted = opt_str_list(call.body, key)
         if wanted:
             docs = [d for d in docs if d.get(key) in wanted]
+    updated = parse_time_bounds("last_update", call.body.get("last_update") or [])
+    docs = [d for d in docs if all(b.holds(d.get("last_update")) for b in updated)]
     docs = order_and_page(docs, query)
     return {"models": [project_fields(d, query.only_fields) for d in docs]}
 

@@ -18,6 +18,7 @@ from agent.server.documents import (
 )
 from agent.server.errors import INVALID_TASK_STATUS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_dict, opt_list, opt_str, opt_str_list, req_str
+from agent.server.filters import parse_time_bounds
 from agent.server.lifecycle import IMMUTABLE, IN_PROGRESS
 from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.projects import create_project, load_project
@@ -30,7 +31,7 @@ _COLUMN_FILTERS = ("project", "status", "type")
 _SPECS = {
     name: ListSpec(
         name,
-        handled=frozenset({*_COLUMN_FILTERS, "parent", "user"}),
+        handled=frozenset({*_COLUMN_FILTERS, "parent", "user", "status_changed"}),
         text_fields=("id", "name", "comment"),
     )
     for name in ("tasks.get_all", "tasks.get_all_ex")
@@ -96,6 +97,7 @@ def _select_tasks(call: Call) -> list[dict[str, Any]]:
             args.extend(values)
     parent = opt_str_list(body, "parent")
     users = opt_str_list(body, "user")
+    changed = parse_time_bounds("status_changed", body.get("status_changed") or [])
     rows = call.store.conn().execute(sql + " ORDER BY created, id", args).fetchall()
     docs = [normalize_task(loads(r[0])) for r in rows]
     docs = [
@@ -104,6 +106,7 @@ def _select_tasks(call: Call) -> list[dict[str, Any]]:
         if keep(d, query)
         and (not parent or d.get("parent") in parent)
         and (not users or d.get("user") in users)
+        and all(bound.holds(d.get("status_changed")) for bound in changed)
     ]
     docs = order_and_page(docs, query)
     return [project_fields(d, query.only_fields) for d in docs]

@@ -75,9 +75,10 @@ def test_model_and_project_patterns_and_field_filters(shared_server: EmbeddedSer
         ("tasks.get_all", {"runtime.progress": {"$gt": 0}}, "runtime.progress"),
         ("tasks.get_all", {"no_such_filter": 1}, "no_such_filter"),
         ("tasks.get_all_ex", {"scroll_id": "abc"}, "scroll_id"),
-        ("tasks.get_all", {"_all_": {"fields": ["name"], "pattern": "x", "datetime": []}}, "_all_"),
+        ("tasks.get_all", {"_all_": {"fields": ["name"], "pattern": "x", "flags": "i"}}, "_all_"),
+        ("tasks.get_all", {"status_changed": [">yesterday"]}, "status_changed"),
         ("projects.get_all", {"parent": ["p"]}, "parent"),
-        ("models.get_all", {"last_update": [">2020"]}, "last_update"),
+        ("models.get_all", {"scroll_id": "abc"}, "scroll_id"),
         ("queues.get_all", {"no_such_filter": 1}, "no_such_filter"),
         ("workers.get_all", {"no_such_filter": 1}, "no_such_filter"),
     ],
@@ -140,3 +141,19 @@ def test_page_and_batch_sizes_over_the_cap_are_clamped(shared_server: EmbeddedSe
         assert [e["msg"] for e in events] == ["one line"], endpoint
     refused = api_raw(shared_server, "events.get_task_log", {"task": task, "batch_size": 0})
     assert refused.status_code == 400
+
+
+def test_date_filters(shared_server: EmbeddedServer) -> None:
+    tag = _unique()
+    task = _task(shared_server, "dated", system_tags=[tag])
+    doc = api_call(shared_server, "tasks.get_by_id", {"task": task})["task"]
+
+    def found(**body: Any) -> bool:
+        tasks = api_call(shared_server, "tasks.get_all", {"system_tags": [tag], **body})["tasks"]
+        return [t["id"] for t in tasks] == [task]
+
+    assert found(status_changed=[f">={doc['status_changed']}"])
+    assert not found(status_changed=[f">{doc['status_changed']}"])
+    recent = {"fields": ["last_update", "last_change"], "datetime": [f"<{doc['last_update']}"]}
+    assert not found(_or_=recent)
+    assert found(_or_={**recent, "datetime": [f"<={doc['last_update']}"]})

@@ -9,6 +9,7 @@ from agent.server.filters import (
     field_match,
     parse_field_filter,
     parse_pattern,
+    parse_time_bounds,
     pattern_match,
     tags_match,
     text_match,
@@ -40,7 +41,9 @@ def test_all_and_any_patterns() -> None:
         ({"fields": [], "pattern": "a"}, "'_all_.fields'"),
         ({"fields": ["a"], "pattern": 3}, "'_all_.pattern'"),
         ({"fields": ["a"], "pattern": "("}, "not a valid regular expression"),
-        ({"fields": ["a"], "pattern": "a", "datetime": [">1"]}, "'_all_.datetime'"),
+        ({"fields": ["a"], "pattern": "a", "flags": "i"}, "'_all_.flags'"),
+        ({"fields": ["a"], "pattern": "a", "datetime": [">1"]}, "one of 'pattern' or 'datetime'"),
+        ({"fields": ["a"], "datetime": ["> not a date"]}, "invalid date constraint"),
     ],
 )
 def test_bad_pattern_conditions_are_refused(value: object, words: str) -> None:
@@ -117,3 +120,26 @@ def test_exact_name_regex() -> None:
     assert not exact_name("^a/.*$")
     assert not exact_name(r"^a\d$")
     assert not exact_name("plain")
+
+
+def test_date_conditions_as_the_trigger_scheduler_sends_them() -> None:
+    doc = {"last_update": "2026-01-02T00:00:00+00:00", "last_change": "2025-01-01T00:00:00"}
+    newer = {"fields": ["last_update", "last_change"], "datetime": [">2026-01-01T12:00:00"]}
+    either = parse_pattern("_or_", newer)
+    assert either is not None and pattern_match(doc, either)
+    both = parse_pattern("_and_", newer)
+    assert both is not None and not pattern_match(doc, both)
+    [bound] = parse_time_bounds("status_changed", ">2026-01-01 23:00:00.5")
+    assert bound.holds("2026-01-02T00:00:00+00:00")
+    assert not bound.holds("2026-01-01T00:00:00+00:00")
+    assert not bound.holds(None)
+    assert parse_time_bounds("x", [0])[0].holds("1970-01-01T00:00:00+00:00")  # >= by default
+
+
+def test_last_metrics_ranges() -> None:
+    doc = {"last_metrics": {"m": {"v": {"max_value": 0.9}}}}
+    assert field_match(doc, parse_field_filter("last_metrics.m.v.max_value", [0.5, None]))
+    assert not field_match(doc, parse_field_filter("last_metrics.m.v.max_value", [None, 0.5]))
+    assert not field_match({}, parse_field_filter("last_metrics.m.v.max_value", [None, 0.5]))
+    with pytest.raises(ApiError, match="range"):
+        parse_field_filter("last_metrics.m.v.max_value", ["a", 1])
