@@ -264,10 +264,14 @@ def get_task_plots(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     conn = call.store.conn()
     load_task(conn, task_id)
+    iters = opt_int(call.body, "iters")  # the plots of the latest ``iters`` iterations
     rows = conn.execute(
         "SELECT doc FROM events WHERE task=? AND type=? ORDER BY seq", (task_id, PLOT)
     ).fetchall()
     plots = [loads(r[0]) for r in rows]
+    if iters is not None and iters > 0:
+        latest = sorted({p.get("iter", 0) for p in plots})[-iters:]
+        plots = [p for p in plots if p.get("iter", 0) in latest]
     return {"plots": plots, "returned": len(plots), "total": len(plots), "scroll_id": None}
 
 

@@ -157,3 +157,20 @@ def test_date_filters(shared_server: EmbeddedServer) -> None:
     recent = {"fields": ["last_update", "last_change"], "datetime": [f"<{doc['last_update']}"]}
     assert not found(_or_=recent)
     assert found(_or_={**recent, "datetime": [f"<={doc['last_update']}"]})
+
+
+def test_task_plots_of_the_latest_iterations(shared_server: EmbeddedServer) -> None:
+    """The SDK asks ``events.get_task_plots`` with ``iters`` (1 by default): the plots of the
+    latest iterations only."""
+    task = _task(shared_server, "plots")
+    for iteration in (1, 2, 3):
+        event = {"task": task, "type": "plot", "iter": iteration, "metric": "m", "plot_str": "{}"}
+        api_call(shared_server, "events.add", event)
+
+    def iterations(**body: Any) -> list[int]:
+        plots = api_call(shared_server, "events.get_task_plots", {"task": task, **body})["plots"]
+        return [p["iter"] for p in plots]
+
+    assert iterations() == [1, 2, 3]
+    assert iterations(iters=1) == [3]
+    assert iterations(iters=2) == [2, 3]
