@@ -174,3 +174,20 @@ def test_task_plots_of_the_latest_iterations(shared_server: EmbeddedServer) -> N
     assert iterations() == [1, 2, 3]
     assert iterations(iters=1) == [3]
     assert iterations(iters=2) == [2, 3]
+
+
+def test_workers_by_pattern_tags_and_last_seen(shared_server: EmbeddedServer) -> None:
+    """clearml-agent lists its own workers with ``worker_pattern="<name>*"``."""
+    prefix = _unique()
+    for n, tags in enumerate((["gpu"], [])):
+        body = {"worker": f"{prefix}:{n}", "tags": tags, "timeout": 60}
+        api_call(shared_server, "workers.register", body)
+
+    def ids(**body: Any) -> list[str]:
+        workers = api_call(shared_server, "workers.get_all", body)["workers"]
+        return sorted(w["id"] for w in workers if w["id"].startswith(prefix))
+
+    assert ids(worker_pattern=f"{prefix}*") == [f"{prefix}:0", f"{prefix}:1"]
+    assert ids(worker_pattern=f"{prefix}:1") == [f"{prefix}:1"]
+    assert ids(worker_pattern=f"{prefix}*", tags=["gpu"]) == [f"{prefix}:0"]
+    assert ids(last_seen=600) == [f"{prefix}:0", f"{prefix}:1"]
