@@ -113,6 +113,9 @@ def test_pipeline_step_cache_finds_only_its_own_step(server: EmbeddedServer) -> 
     assert step["status"] == "completed"
     assert step["runtime"]["pipeline_job_hash"] != "other"
     assert first["names"] == ["cache-pipe", "double"]
+    body = {"name": r"^q/pipe/\.pipelines/cache-pipe$", "only_fields": ["system_tags"]}
+    [project] = api_call(server, "projects.get_all", body)["projects"]
+    assert "hidden" in project["system_tags"]  # found by its exact name although hidden
 
     second = _pipeline(server, earlier=first["pipeline"])
     assert second["step"] == first["step"]  # the same inputs: the cached step is reused
