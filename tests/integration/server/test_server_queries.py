@@ -191,3 +191,22 @@ def test_workers_by_pattern_tags_and_last_seen(shared_server: EmbeddedServer) ->
     assert ids(worker_pattern=f"{prefix}:1") == [f"{prefix}:1"]
     assert ids(worker_pattern=f"{prefix}*", tags=["gpu"]) == [f"{prefix}:0"]
     assert ids(last_seen=600) == [f"{prefix}:0", f"{prefix}:1"]
+
+
+def test_what_the_sdk_means_by_pipeline_project_and_task_types(
+    shared_server: EmbeddedServer,
+) -> None:
+    """``PipelineController.get`` sends ``pipeline_project`` (project names) and
+    ``DatasetTrigger`` sends ``task_types``: honoured as meant, never ignored."""
+    name = f"{_unique()}/.pipelines/p"
+    project = api_call(shared_server, "projects.create", {"name": name, "system_tags": ["hidden"]})
+    tag = _unique()
+    _task(shared_server, "in-it", project=project["id"], system_tags=[tag], type="controller")
+    _task(shared_server, "outside", system_tags=[tag], type="data_processing")
+
+    def names(**body: Any) -> list[str]:
+        return _names(shared_server, "tasks.get_all", "tasks", {"system_tags": [tag], **body})
+
+    assert names(pipeline_project=[name]) == ["in-it"]
+    assert names(pipeline_project=["no/such/project"]) == []
+    assert names(task_types=["data_processing"]) == ["outside"]

@@ -46,6 +46,12 @@ if earlier:
     out["console"] = Task.get_task(task_id=earlier).get_reported_console_output(
         number_of_reports=100000
     )
+    out["got"] = PipelineController.get(pipeline_project="q/pipe", pipeline_name="cache-pipe").id
+    try:
+        PipelineController.get(pipeline_project="q/other", pipeline_name="cache-pipe")
+        out["elsewhere"] = "found"
+    except ValueError as exc:
+        out["elsewhere"] = str(exc)
 print("RESULT " + json.dumps(out))
 """
 
@@ -122,6 +128,9 @@ def test_pipeline_step_cache_finds_only_its_own_step(server: EmbeddedServer) -> 
     assert second["y"] == "2121"
     assert second["names"] == ["cache-pipe", "cache-pipe #2", "double"]
     assert any("Launching step" in line for line in second["console"])
+    # PipelineController.get sends the project *name* as ``pipeline_project``
+    assert second["got"] in (first["pipeline"], second["pipeline"])
+    assert second["elsewhere"] != "found"
 
 
 def test_datasets_live_in_hidden_projects(server: EmbeddedServer) -> None:
