@@ -66,18 +66,26 @@ class RangeFilter:
     high: float | None
 
 
+def _from_epoch(value: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):  # out of range, or nan
+        return None
+
+
 def _as_datetime(value: Any) -> datetime | None:
+    """A date from ISO 8601 text (naive = UTC) or epoch seconds; None if it is neither."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        return _from_epoch(value)
     if not isinstance(value, str):
         return None
     try:
         stamp = datetime.fromisoformat(value.strip())
     except ValueError:
         try:
-            return datetime.fromtimestamp(float(value), UTC)
+            return _from_epoch(float(value))
         except ValueError:
             return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

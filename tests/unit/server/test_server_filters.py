@@ -44,6 +44,8 @@ def test_all_and_any_patterns() -> None:
         ({"fields": ["a"], "pattern": "a", "flags": "i"}, "'_all_.flags'"),
         ({"fields": ["a"], "pattern": "a", "datetime": [">1"]}, "one of 'pattern' or 'datetime'"),
         ({"fields": ["a"], "datetime": ["> not a date"]}, "invalid date constraint"),
+        ({"fields": ["a"], "datetime": [1e300]}, "invalid date constraint"),
+        ({"fields": ["a"], "datetime": [">nan"]}, "invalid date constraint"),
     ],
 )
 def test_bad_pattern_conditions_are_refused(value: object, words: str) -> None:
