@@ -55,6 +55,25 @@ if earlier:
 print("RESULT " + json.dumps(out))
 """
 
+DECORATED = """
+import json
+from clearml import PipelineDecorator, Task
+
+@PipelineDecorator.component(return_values=["y"], cache=True)
+def triple(x):
+    return {"v": x * 3}
+
+@PipelineDecorator.pipeline(
+    name="deco-pipe", project="q/deco", version="1.0.0", pool_frequency=0.01
+)
+def main(x=7):
+    y = triple(x)
+    print("RESULT " + json.dumps({"y": y["v"], "pipeline": Task.current_task().id}))
+
+PipelineDecorator.run_locally()
+main()
+"""
+
 DATASETS = """
 import json, pathlib
 from clearml import Dataset, Task
@@ -131,6 +150,17 @@ def test_pipeline_step_cache_finds_only_its_own_step(server: EmbeddedServer) -> 
     # PipelineController.get sends the project *name* as ``pipeline_project``
     assert second["got"] in (first["pipeline"], second["pipeline"])
     assert second["elsewhere"] != "found"
+
+
+def test_decorated_pipeline_steps_return_their_values(server: EmbeddedServer) -> None:
+    """Fault 1, decorator form: with another completed task on the server, a cached
+    component still runs and returns its value (it returned None when the cache lookup
+    picked the unrelated task)."""
+    _completed_task(server, "unrelated-too")
+    result = result_of(run_sdk(DECORATED, sdk_env(server), timeout=180))
+    assert result["y"] == 21
+    steps = api_call(server, "tasks.get_all", {"name": "^triple$", "search_hidden": True})
+    assert [t["status"] for t in steps["tasks"]] == ["completed"]
 
 
 def test_datasets_live_in_hidden_projects(server: EmbeddedServer) -> None:
