@@ -173,39 +173,31 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def _pick(doc: Mapping[str, Any], path: list[str]) -> tuple[bool, Any]:
+def _project(doc: Mapping[str, Any], path: list[str], out: dict[str, Any]) -> None:
+    """Copy one dotted field into ``out`` as a projection does: every object on the way is kept
+    (empty where the rest of the path is missing), so ``runtime.version`` of a task without a
+    version gives ``runtime: {}`` and a client reading ``runtime.get("version")`` works."""
     current: Any = doc
-    for part in path:
+    for depth, part in enumerate(path):
         if not isinstance(current, Mapping) or part not in current:
-            return False, None
+            return
         current = current[part]
-    return True, current
-
-
-def _put(out: dict[str, Any], path: list[str], value: Any) -> None:
-    for part in path[:-1]:
-        out = out.setdefault(part, {})
-    out[path[-1]] = value
+        if depth == len(path) - 1:
+            out[part] = copy.deepcopy(current)
+            return
+        if not isinstance(current, Mapping):
+            return
+        child = out.setdefault(part, {})
+        if not isinstance(child, dict):
+            return
+        out = child
 
 
 def project_fields(doc: Mapping[str, Any], only_fields: Iterable[str] | None) -> dict[str, Any]:
-    """Keep only the (dotted) fields asked for, plus ``id``."""
+    """Keep only the (dotted) fields asked for, plus ``id`` (see ``_project``)."""
     if not only_fields:
         return dict(doc)
     out: dict[str, Any] = {"id": doc.get("id")}
     for field in only_fields:
-        path = field.split(".")
-        found, value = _pick(doc, path)
-        if found:
-            _put(out, path, copy.deepcopy(value))
+        _project(doc, field.split("."), out)
     return out
-
-
-def tags_match(have: Iterable[str], wanted: Iterable[str]) -> bool:
-    """ClearML tag filters: plain entries are required (any of), '-x' excludes x."""
-    present = set(have)
-    include = [t for t in wanted if not t.startswith("-")]
-    exclude = [t[1:] for t in wanted if t.startswith("-")]
-    if any(t in present for t in exclude):
-        return False
-    return not include or any(t in present for t in include)

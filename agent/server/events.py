@@ -160,10 +160,11 @@ def get_task_log(call: Call) -> dict[str, Any]:
 
 
 def _batch_size(call: Call) -> int:
+    """A batch of at most ``MAX_BATCH``: a bigger ``batch_size`` is clamped, never refused."""
     size = opt_int(call.body, "batch_size", DEFAULT_BATCH)
-    if size is None or not 0 < size <= MAX_BATCH:
-        raise bad_request(f"field 'batch_size' must be between 1 and {MAX_BATCH}")
-    return size
+    if size is None or size < 1:
+        raise bad_request("field 'batch_size' must be >= 1")
+    return min(size, MAX_BATCH)
 
 
 def _scroll(call: Call) -> int:
@@ -263,10 +264,14 @@ def get_task_plots(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     conn = call.store.conn()
     load_task(conn, task_id)
+    iters = opt_int(call.body, "iters")  # the plots of the latest ``iters`` iterations
     rows = conn.execute(
         "SELECT doc FROM events WHERE task=? AND type=? ORDER BY seq", (task_id, PLOT)
     ).fetchall()
     plots = [loads(r[0]) for r in rows]
+    if iters is not None and iters > 0:
+        latest = sorted({p.get("iter", 0) for p in plots})[-iters:]
+        plots = [p for p in plots if p.get("iter", 0) in latest]
     return {"plots": plots, "returned": len(plots), "total": len(plots), "scroll_id": None}
 
 

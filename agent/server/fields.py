@@ -1,6 +1,7 @@
 """Typed readers for request bodies: a missing or mistyped field is a 400 that names it.
 
-Unknown fields are ignored by construction: handlers only read the fields they know.
+Handlers read only the fields they know; the list endpoints also refuse the fields they do
+not know (``listing.check_fields``: refuse, never ignore).
 Values from the query string arrive as strings, so numbers and booleans also accept their
 usual string spellings.
 """

@@ -17,7 +17,8 @@ from agent.server.fields import (
     opt_str_list,
     req_str,
 )
-from agent.server.listing import keep, order_and_page, parse_query
+from agent.server.filters import parse_time_bounds
+from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID
 from agent.server.store import dumps, loads, new_id, now_iso
@@ -26,6 +27,14 @@ from agent.server.taskstore import load_task, save_task
 _STR_FIELDS = ("uri", "name", "comment", "framework", "project", "parent", "task")
 _OBJ_FIELDS = ("design", "labels")
 _COLUMNS = ("uri", "task", "project")
+_SPECS = {
+    name: ListSpec(
+        name,
+        handled=frozenset({*_COLUMNS, "ready", "framework", "user", "last_update"}),
+        text_fields=("id", "name", "comment"),
+    )
+    for name in ("models.get_all", "models.get_all_ex")
+}
 
 
 def _fields(body: Body) -> dict[str, Any]:
@@ -126,7 +135,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
 
 @endpoint("models.get_all", "models.get_all_ex")
 def get_all(call: Call) -> dict[str, Any]:
-    query = parse_query(call.body)
+    query = parse_query(call.body, _SPECS[call.endpoint])
     sql, args = "SELECT doc FROM models WHERE 1=1", []
     if query.ids is not None:
         sql += f" AND id IN ({','.join('?' * len(query.ids))})"
@@ -139,11 +148,17 @@ def get_all(call: Call) -> dict[str, Any]:
         if values:
             sql += f" AND {column} IN ({','.join('?' * len(values))})"
             args.extend(values)
-    ready = call.body.get("ready")
     rows = call.store.conn().execute(sql + " ORDER BY created", args).fetchall()
     docs = [d for d in (loads(r[0]) for r in rows) if keep(d, query)]
-    if ready is not None:
-        docs = [d for d in docs if bool(d.get("ready")) == opt_bool(call.body, "ready")]
+    if call.body.get("ready") is not None:
+        ready = opt_bool(call.body, "ready")
+        docs = [d for d in docs if bool(d.get("ready")) == ready]
+    for key in ("framework", "user"):
+        wanted = opt_str_list(call.body, key)
+        if wanted:
+            docs = [d for d in docs if d.get(key) in wanted]
+    updated = parse_time_bounds("last_update", call.body.get("last_update") or [])
+    docs = [d for d in docs if all(b.holds(d.get("last_update")) for b in updated)]
     docs = order_and_page(docs, query)
     return {"models": [project_fields(d, query.only_fields) for d in docs]}
 

@@ -7,13 +7,28 @@ from typing import Any
 
 from agent.server.documents import project_fields
 from agent.server.errors import INVALID_PROJECT_ID, PROJECT_EXISTS, ApiError, bad_request
-from agent.server.fields import opt_str, opt_str_list, req_str
-from agent.server.listing import keep, order_and_page, parse_query
+from agent.server.fields import opt_bool, opt_str, opt_str_list, req_str
+from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID
 from agent.server.store import dumps, loads, new_id, now_iso
 
 _EDITABLE_STR = ("description", "default_output_destination")
+_REGEX_META = frozenset(".^$*+?{}[]|()")
+# Presentation only: they add statistics to each project, never change which are returned.
+_STATS_FLAGS = frozenset(
+    {"include_stats", "stats_for_state", "stats_with_children", "check_own_contents"}
+)
+_SPECS = {
+    name: ListSpec(
+        name,
+        handled=frozenset({"shallow_search", "include_hidden"}),
+        ignored=_STATS_FLAGS if name.endswith("_ex") else frozenset(),
+        field_filters=True,
+        text_fields=("id", "name", "description"),
+    )
+    for name in ("projects.get_all", "projects.get_all_ex")
+}
 
 
 def find_project(conn: sqlite3.Connection, project_id: str) -> dict[str, Any] | None:
@@ -85,9 +100,34 @@ def create(call: Call) -> dict[str, Any]:
         return {"id": create_project(conn, name, call.user, fields)}
 
 
+def exact_name(pattern: str) -> bool:
+    """Whether a name regex matches one literal name only (``^`` + escaped text + ``$``, as
+    the SDK's ``exact_match_regex`` writes it)."""
+    if len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
+        return False
+    inner, index = pattern[1:-1], 0
+    while index < len(inner):
+        char = inner[index]
+        if char == "\\":
+            if index + 1 >= len(inner) or inner[index + 1].isalnum():
+                return False
+            index += 2
+            continue
+        if char in _REGEX_META:
+            return False
+        index += 1
+    return True
+
+
 @endpoint("projects.get_all", "projects.get_all_ex")
 def get_all(call: Call) -> dict[str, Any]:
-    query = parse_query(call.body)
+    """Hidden projects (``.datasets``, ``.pipelines``) are found by id, by an exact name, or
+    with ``search_hidden`` / ``include_hidden``; ``shallow_search`` keeps top-level ones."""
+    query = parse_query(call.body, _SPECS[call.endpoint])
+    show_hidden = opt_bool(call.body, "include_hidden") or bool(
+        query.name and exact_name(query.name)
+    )
+    shallow = opt_bool(call.body, "shallow_search")
     sql, args = "SELECT doc FROM projects WHERE 1=1", []
     if query.name:
         sql += " AND name REGEXP ?"
@@ -96,7 +136,9 @@ def get_all(call: Call) -> dict[str, Any]:
         sql += f" AND id IN ({','.join('?' * len(query.ids))})"
         args.extend(query.ids)
     rows = call.store.conn().execute(sql + " ORDER BY created", args).fetchall()
-    docs = [d for d in (loads(r[0]) for r in rows) if keep(d, query)]
+    docs = [d for d in (loads(r[0]) for r in rows) if keep(d, query, show_hidden)]
+    if shallow:
+        docs = [d for d in docs if "/" not in str(d.get("name", ""))]
     docs = order_and_page(docs, query)
     return {"projects": [project_fields(d, query.only_fields) for d in docs]}
 

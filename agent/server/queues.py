@@ -11,58 +11,47 @@ import contextlib
 from typing import Any
 
 from agent.server import queue_ops
-from agent.server.documents import project_fields, tags_match
+from agent.server.documents import project_fields
 from agent.server.errors import QUEUE_NOT_EMPTY, ApiError, bad_request
 from agent.server.fields import (
     opt_bool,
     opt_float,
     opt_int,
-    opt_str,
     opt_str_list,
     req_str,
 )
+from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.registry import Call, endpoint, waiting_endpoint
-from agent.server.store import loads, now_iso, valid_regex
+from agent.server.store import loads, now_iso
 from agent.server.taskstore import find_task, save_task, set_status
 
-
-def _name_filter(call: Call) -> str | None:
-    name = opt_str(call.body, "name") or None
-    if name is not None and not valid_regex(name):
-        raise bad_request(f"field 'name' is not a valid regular expression: {name!r}")
-    return name
+_SPEC = ListSpec("queues.get_all", handled=frozenset({"max_task_entries"}))
 
 
 @endpoint("queues.get_all")
 def get_all(call: Call) -> dict[str, Any]:
-    name = _name_filter(call)
-    ids = opt_str_list(call.body, "id")
-    tags = opt_str_list(call.body, "tags") or []
-    system_tags = opt_str_list(call.body, "system_tags") or []
-    only_fields = opt_str_list(call.body, "only_fields")
-    page = opt_int(call.body, "page", 0) or 0
-    page_size = opt_int(call.body, "page_size", 0) or 0
+    query = parse_query(call.body, _SPEC)
+    max_entries = opt_int(call.body, "max_task_entries")
+    if max_entries is not None and max_entries < 0:
+        raise bad_request("field 'max_task_entries' must be >= 0")
     with call.store.read() as conn:
         sql, args = "SELECT doc FROM queues WHERE 1=1", []
-        if name:
+        if query.name:
             sql += " AND name REGEXP ?"
-            args.append(name)
-        if ids:
-            sql += f" AND id IN ({','.join('?' * len(ids))})"
-            args.extend(ids)
+            args.append(query.name)
+        if query.ids:
+            sql += f" AND id IN ({','.join('?' * len(query.ids))})"
+            args.extend(query.ids)
         sql += " ORDER BY created"
-        docs = [loads(r[0]) for r in conn.execute(sql, args)]
-        docs = [
-            d
-            for d in docs
-            if tags_match(d.get("tags", []), tags)
-            and tags_match(d.get("system_tags", []), system_tags)
-        ]
-        if page_size > 0:
-            docs = docs[page * page_size : (page + 1) * page_size]
-        if only_fields is None or "entries" in only_fields:
+        docs = [d for d in (loads(r[0]) for r in conn.execute(sql, args)) if keep(d, query)]
+        docs = order_and_page(docs, query)
+        if query.only_fields is None or any(
+            f.split(".")[0] == "entries" for f in query.only_fields
+        ):
             docs = [queue_ops.with_entries(conn, d) for d in docs]
-    return {"queues": [project_fields(d, only_fields) for d in docs]}
+    if max_entries is not None:
+        docs = [{**d, "entries": d["entries"][:max_entries]} if "entries" in d else d for d in docs]
+    return {"queues": [project_fields(d, query.only_fields) for d in docs]}
 
 
 @endpoint("queues.get_by_id")

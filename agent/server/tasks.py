@@ -18,15 +18,29 @@ from agent.server.documents import (
 )
 from agent.server.errors import INVALID_TASK_STATUS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_dict, opt_list, opt_str, opt_str_list, req_str
+from agent.server.filters import parse_time_bounds
 from agent.server.lifecycle import IMMUTABLE, IN_PROGRESS
-from agent.server.listing import keep, order_and_page, parse_query
+from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.projects import create_project, load_project
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID
 from agent.server.store import loads, new_id, now_iso
 from agent.server.taskstore import insert_task, load_task, save_task
 
-_COLUMN_FILTERS = ("project", "status", "type")
+# (request field, column): ``task_types`` is what the SDK's DatasetTrigger sends for ``type``.
+_COLUMN_FILTERS = (("project", "project"), ("status", "status"), ("type", "type"))
+_SDK_SLIPS = (("task_types", "type"),)
+_SPECS = {
+    name: ListSpec(
+        name,
+        handled=frozenset(
+            {"project", "status", "type", "task_types", "pipeline_project"}
+            | {"parent", "user", "status_changed"}
+        ),
+        text_fields=("id", "name", "comment"),
+    )
+    for name in ("tasks.get_all", "tasks.get_all_ex")
+}
 _DEVELOPMENT_TAG = "development"
 
 
@@ -69,9 +83,20 @@ def get_by_id(call: Call) -> dict[str, Any]:
     return {"task": load_task(call.store.conn(), req_str(call.body, "task"))}
 
 
+def _project_ids(call: Call, names: list[str]) -> list[str]:
+    """``pipeline_project`` (sent by the SDK's ``PipelineController.get``): project *names*,
+    hidden ones included; one id (or a never-matching blank) per name."""
+    conn = call.store.conn()
+    found = []
+    for name in names:
+        row = conn.execute("SELECT id FROM projects WHERE name=?", (name,)).fetchone()
+        found.append(str(row[0]) if row else "")
+    return found
+
+
 def _select_tasks(call: Call) -> list[dict[str, Any]]:
     body = call.body
-    query = parse_query(body)
+    query = parse_query(body, _SPECS[call.endpoint])
     sql, args = "SELECT doc FROM tasks WHERE 1=1", []
     if query.ids is not None:
         if not query.ids:
@@ -81,15 +106,28 @@ def _select_tasks(call: Call) -> list[dict[str, Any]]:
     if query.name:
         sql += " AND name REGEXP ?"
         args.append(query.name)
-    for column in _COLUMN_FILTERS:
-        values = opt_str_list(body, column)
+    for key, column in (*_COLUMN_FILTERS, *_SDK_SLIPS):
+        values = opt_str_list(body, key)
         if values:
             sql += f" AND {column} IN ({','.join('?' * len(values))})"
             args.extend(values)
+    named = opt_str_list(body, "pipeline_project")
+    if named is not None:
+        sql += f" AND project IN ({','.join('?' * len(named))})"
+        args.extend(_project_ids(call, named))
     parent = opt_str_list(body, "parent")
+    users = opt_str_list(body, "user")
+    changed = parse_time_bounds("status_changed", body.get("status_changed") or [])
     rows = call.store.conn().execute(sql + " ORDER BY created, id", args).fetchall()
     docs = [normalize_task(loads(r[0])) for r in rows]
-    docs = [d for d in docs if keep(d, query) and (not parent or d.get("parent") in parent)]
+    docs = [
+        d
+        for d in docs
+        if keep(d, query)
+        and (not parent or d.get("parent") in parent)
+        and (not users or d.get("user") in users)
+        and all(bound.holds(d.get("status_changed")) for bound in changed)
+    ]
     docs = order_and_page(docs, query)
     return [project_fields(d, query.only_fields) for d in docs]
 

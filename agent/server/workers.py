@@ -3,20 +3,25 @@ the silent ones (see watchdog.py)."""
 
 from __future__ import annotations
 
+import fnmatch
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.server import claims
 from agent.server.errors import bad_request
-from agent.server.fields import opt_dict, opt_float, opt_str, opt_str_list, req_str
+from agent.server.fields import opt_dict, opt_float, opt_int, opt_str, opt_str_list, req_str
+from agent.server.filters import tags_match
+from agent.server.listing import TRANSPORT
 from agent.server.registry import Call, endpoint
 from agent.server.state import COMPANY_ID, DEFAULT_WORKER_TIMEOUT, ServerConfig
 from agent.server.store import dumps, loads, now_iso
 from agent.server.taskstore import find_task, save_task
 
 MAX_WORKER_TIMEOUT = 7 * 24 * 3600.0
+_GET_ALL_FIELDS = frozenset({"last_seen", "tags", "system_tags", "worker_pattern"})
 
 
 def effective_timeout(config: ServerConfig, registered: float) -> float:
@@ -114,13 +119,51 @@ def unregister(call: Call) -> dict[str, Any]:
     return {}
 
 
+@dataclass(frozen=True)
+class _WorkerFilter:
+    last_seen: int | None
+    tags: list[str]
+    system_tags: list[str]
+    pattern: str  # a shell-style wildcard on the worker id (clearml-agent sends "name*")
+
+    def keep(self, doc: dict[str, Any], last_report: float, now: float) -> bool:
+        if self.last_seen and now - last_report > self.last_seen:
+            return False
+        if self.pattern and not fnmatch.fnmatchcase(str(doc.get("id", "")), self.pattern):
+            return False
+        return tags_match(doc.get("tags", []), self.tags) and tags_match(
+            doc.get("system_tags", []), self.system_tags
+        )
+
+
+def _get_all_filter(call: Call) -> _WorkerFilter:
+    for key in call.body:
+        if key not in _GET_ALL_FIELDS and key not in TRANSPORT:
+            raise bad_request(f"field '{key}' is not supported by workers.get_all")
+    last_seen = opt_int(call.body, "last_seen")
+    if last_seen is not None and last_seen < 0:
+        raise bad_request("field 'last_seen' must be >= 0 (seconds)")
+    return _WorkerFilter(
+        last_seen,
+        opt_str_list(call.body, "tags") or [],
+        opt_str_list(call.body, "system_tags") or [],
+        opt_str(call.body, "worker_pattern"),
+    )
+
+
 @endpoint("workers.get_all")
 def get_all(call: Call) -> dict[str, Any]:
+    """Workers, optionally only those seen in the last ``last_seen`` seconds, by tags, or
+    whose id matches ``worker_pattern``."""
+    wanted = _get_all_filter(call)
     conn = call.store.conn()
     names = {str(r[0]): str(r[1]) for r in conn.execute("SELECT id, name FROM queues")}
     out = []
+    now = time.time()
     for row in conn.execute("SELECT doc, last_report FROM workers ORDER BY id"):
         doc = loads(row[0])
+        if not wanted.keep(doc, float(row[1]), now):
+            continue
         doc["last_report_time"] = _iso(float(row[1]))
         doc["queues"] = [{"id": q, "name": names.get(q, q)} for q in doc.get("queues", [])]
         queue = doc.get("queue")

@@ -249,7 +249,7 @@ def test_get_all_filters_and_paging(shared_server: EmbeddedServer) -> None:
     assert names(order_by=["-name"], page=0, page_size=2) == ["filter-4", "filter-3"]
     assert names(order_by=["-name"], page=2, page_size=2) == ["filter-0"]
     only = api_call(shared_server, "tasks.get_all", {"id": [ids[0]], "only_fields": ["script.x"]})
-    assert only["tasks"] == [{"id": ids[0]}]
+    assert only["tasks"] == [{"id": ids[0], "script": {}}]  # the parent object is kept
     projects = api_call(shared_server, "projects.get_all", {"name": "^filters"})["projects"]
     assert sorted(p["name"] for p in projects) == ["filters", "filters/p"]
 

@@ -12,9 +12,9 @@ from agent.server.documents import (
     deep_merge,
     normalize_task,
     project_fields,
-    tags_match,
 )
 from agent.server.errors import ApiError
+from agent.server.filters import tags_match
 
 
 def test_normalize_fills_nulls_with_objects() -> None:
@@ -79,6 +79,18 @@ def test_project_fields_with_dotted_paths() -> None:
         "script": {"branch": "b"},
     }
     assert project_fields(doc, None) == doc
+
+
+def test_projection_keeps_the_parent_of_a_missing_leaf() -> None:
+    """Dataset.create reads ``task.runtime.get("version")`` after asking for runtime.version."""
+    doc = {"id": "t", "runtime": {}, "script": {"a": {"b": 1}}, "name": "n"}
+    assert project_fields(doc, ["runtime.version"]) == {"id": "t", "runtime": {}}
+    assert project_fields(doc, ["script.a.c", "script.a.b"]) == {
+        "id": "t",
+        "script": {"a": {"b": 1}},
+    }
+    assert project_fields(doc, ["name.x"]) == {"id": "t"}  # a string has no fields
+    assert project_fields(doc, ["script.a.b", "script"]) == {"id": "t", "script": {"a": {"b": 1}}}
 
 
 def test_tags_match() -> None:
