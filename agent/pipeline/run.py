@@ -33,7 +33,7 @@ from agent.pipeline.plan import (
     make_plan,
     refine_for_source,
 )
-from agent.pipeline.report import Outcome, report
+from agent.pipeline.report import Outcome, Status, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
 from agent.settings import Settings
@@ -79,9 +79,12 @@ async def run_task(
     async with ctx.runtime.sandbox(task_id) as sandbox:
         try:
             async with shipper:
-                watch = AbortWatch(ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval)
+                watch = AbortWatch(
+                    ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval, console
+                )
                 async with watch:
                     outcome = await _run_stages(ctx, task_id, gpus, sandbox, console, watch)
+                outcome = settle(outcome, watch.reason, watch.outside)
                 console.info(_final_line(outcome))
         except OSError as exc:  # the spool could not be written (disk full...): still report
             outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
@@ -195,6 +198,7 @@ async def _supervise(
             grace=plan.grace,
             timeout=plan.timeout,
             on_start=monitor.attach,
+            stop_signals=plan.stop_signals,
         )
     console.info(f"process ended after {time.monotonic() - started:.1f} s: {ending.describe()}")
     return ending
@@ -210,7 +214,23 @@ def judge(exit_info: ExitInfo, cause: str = "") -> Outcome:
     return Outcome.failed(cause or describe(exit_info))
 
 
+def settle(outcome: Outcome, stop_reason: str | None, outside: Status | None) -> Outcome:
+    """Pure: the outcome once the abort watch is heard. A final status set from outside stands
+    (nothing is reported over it); a task whose stop was requested ends ``stopped`` even when
+    its process failed by itself meanwhile (an SDK script ends itself with exit code 1 after
+    its abort callback); a process that completed its work has completed."""
+    if stop_reason is None:
+        return outcome
+    if outside is not None:
+        return Outcome.set_outside(outside)
+    if outcome.status is not Status.FAILED:
+        return outcome
+    return Outcome.stopped(stop_reason)
+
+
 def _final_line(outcome: Outcome) -> str:
+    if outcome.outside:
+        return f"task was marked {outcome.status} from outside; process stopped"
     return f"task {outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")
 
 
