@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -24,7 +24,7 @@ from agent.api.models import TaskDocumentError, TaskSpec
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
 from agent.pipeline.errors import StageError
-from agent.pipeline.models import ModelCache, fetch_input_models
+from agent.pipeline.models import ModelCache, fetch_input_models, files_host_auth
 from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import (
     HostFacts,
@@ -111,7 +111,10 @@ async def _run_stages(
         source = await _stage(watch, _prepare_source, ctx, plan, console)
         plan = refine_for_source(plan, spec, ctx.settings, *sdk_hints(source))
         plan.overrides.report(console)
-        models = asyncio.ensure_future(fetch_input_models(ctx.api, spec, ctx.models, console))
+        headers_for = await _files_host_auth(ctx) if spec.input_models else None
+        models = asyncio.ensure_future(
+            fetch_input_models(ctx.api, spec, ctx.models, console, headers_for=headers_for)
+        )
         try:  # input models download while the environment is built
             env = await _stage(watch, sandbox.prepare, plan, source, console)
             model_env = await models
@@ -143,6 +146,18 @@ async def _stage(watch: AbortWatch, fn: Callable[P, R], *args: P.args, **kwargs:
         # discarded; its files are removed with the task's work dir.
         raise Aborted
     return work.result()
+
+
+async def _files_host_auth(ctx: TaskContext) -> Callable[[str], Mapping[str, str]] | None:
+    """The files host's credential for model downloads (the API token, as the SDK sends it)."""
+    if not ctx.server.files_host:
+        return None
+    try:
+        token = await ctx.api.token()
+    except ApiError as exc:  # the downloads go on without it; a 401 then says what failed
+        log.warning("no api token for the files host", error=str(exc))
+        return None
+    return files_host_auth(ctx.server.files_host, token)
 
 
 def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> SourceResult:
