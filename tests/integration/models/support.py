@@ -33,6 +33,7 @@ class Served:
     release: threading.Event = field(default_factory=threading.Event)  # /slow may go on
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
+    authorization: dict[str, list[str]] = field(default_factory=dict)  # path -> headers seen
 
     def add(self, name: str, content: bytes) -> str:
         path = f"/{uuid.uuid4().hex[:8]}/{name}"
@@ -46,6 +47,8 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             with served.lock:
                 served.hits[path] = served.hits.get(path, 0) + 1
+                seen = served.authorization.setdefault(path, [])
+                seen.append(self.headers.get("Authorization", ""))
                 failing = served.failures.get(path, 0)
                 if failing:
                     served.failures[path] = failing - 1
