@@ -3,6 +3,8 @@ exposed to the task by path, while the environment is being built.
 
 For each entry of the task's ``models.input`` the model document gives a URI (``file://``,
 ``http(s)://``; ``s3://`` with the ``boto3`` extra, ``gs://`` with ``google-cloud-storage``).
+A URI under the configured files host (``CLEARML_FILES_HOST``, e.g. weights the SDK uploaded with
+``output_uri=True``) is fetched with the API token, as the SDK does; no other host sees it.
 The weights land in ``<cache>/entries/<sha256>/content/<file name>``; a model the SDK tagged as a
 package (system tag ``package``: a zipped folder) is extracted once, into
 ``<cache>/entries/<sha256>.x/content/``. The task sees the path as
