@@ -105,6 +105,7 @@ class AbortWatch(SideTask):
         self.event = asyncio.Event()
         self.reason: str | None = None
         self.outside: Status | None = None
+        self.running = False  # the task's process has started: only it can have a callback
 
     def note(self, reason: str) -> None:
         """A stop is known (first reason wins); the process is not signalled yet."""
@@ -167,6 +168,8 @@ class AbortWatch(SideTask):
     async def _wait_for_callback(self) -> None:
         """Give the task's abort callback its time: until the SDK says it completed, its
         timeout passes, or the agent shuts down."""
+        if not self.running:  # stopped while being prepared: no callback can be registered
+            return
         wait = callback_wait(await self._runtime())
         if wait is None:
             return

@@ -203,6 +203,7 @@ async def _supervise(
     argv = list(expand_references(plan.argv(env.python, entry), extra_env))
     console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
     started = time.monotonic()
+    watch.running = True
     async with TaskMonitor(api, plan.task_id) as monitor:
         ending = await sandbox.run(
             argv,
