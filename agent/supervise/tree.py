@@ -154,16 +154,30 @@ class ProcessTree:
         """Send each of ``sigs`` once, in order, to every live process of the task: the group
         with ``killpg``, the ones that left it one by one (a second SIGTERM could hit a process
         in its clean-up handler, or after Python restored the default action on exit). How
-        many there were."""
+        many there were.
+
+        While the task's main process runs, the group is signalled before the scan for
+        escapees (tens of milliseconds on a busy machine): a stop is not delayed by it. After
+        it exited (leftovers), the scan comes first, so processes that die at once are counted.
+        """
+        known = {p.pid for p in self._snapshot() if _alive(p)}
+        early = self.pid in known
+        if early:
+            self._signal_group(sigs)
         procs = self.alive()
+        if not early:
+            self._signal_group(sigs)
         for sig in sigs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
             for proc in procs:
                 with contextlib.suppress(psutil.Error, ProcessLookupError):
                     if os.getpgid(proc.pid) != self.pid:
                         proc.send_signal(sig)
-        return len(procs)
+        return len(known | {p.pid for p in procs})
+
+    def _signal_group(self, sigs: Sequence[signal.Signals]) -> None:
+        for sig in sigs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
 
     async def wait_gone(self, deadline: float) -> bool:
         """Wait (until the monotonic ``deadline``) for every member to exit; True if they did."""
