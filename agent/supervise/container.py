@@ -154,7 +154,8 @@ def stop_container(
     try:
         for sig in stop_signals:
             if sig != signal.SIGTERM:
-                container.kill(signal=int(sig))
+                with contextlib.suppress(docker.errors.APIError):  # exited: stop() says so
+                    container.kill(signal=int(sig))
         container.stop(timeout=math.ceil(grace))
         container.reload()
         if container.status == "running":
