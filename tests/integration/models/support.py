@@ -34,6 +34,7 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
     authorization: dict[str, list[str]] = field(default_factory=dict)  # path -> headers seen
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> where a 302 sends it
 
     def add(self, name: str, content: bytes) -> str:
         path = f"/{uuid.uuid4().hex[:8]}/{name}"
@@ -54,6 +55,12 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
                     served.failures[path] = failing - 1
             if failing:
                 self.send_error(503)
+                return
+            if path in served.redirects:
+                self.send_response(302)
+                self.send_header("Location", served.redirects[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             if path.endswith("/slow"):
                 self._slow()

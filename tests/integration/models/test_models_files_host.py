@@ -15,7 +15,7 @@ from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models, files_host_auth
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import token_for
-from tests.integration.models.support import Served, register, task_with
+from tests.integration.models.support import Served, register, serve_files, task_with
 
 
 def upload(server: EmbeddedServer, name: str, content: bytes) -> str:
@@ -60,3 +60,21 @@ async def test_the_token_is_not_sent_to_another_host(
 
     assert Path(env["CONVEYOR_INPUT_MODEL_BASE"]).read_bytes() == b"public weights"
     assert http_files.authorization[uri.removeprefix(http_files.base)] == [""]
+
+
+async def test_a_redirect_from_the_files_host_elsewhere_drops_the_token(
+    api: ApiClient, shared_server: EmbeddedServer, cache: ModelCache, http_files: Served
+) -> None:
+    target = http_files.add("moved.bin", b"moved weights")
+    with serve_files() as files_host:
+        files_host.redirects["/files/moved.bin"] = target
+        model_id = register(shared_server, files_host.base + "/files/moved.bin")
+        auth = files_host_auth(files_host.base + "/files", "the-token")
+
+        env = await fetch_input_models(
+            api, task_with(base=model_id), cache, ListConsole(), headers_for=auth
+        )
+
+        assert files_host.authorization["/files/moved.bin"] == ["Bearer the-token"]
+    assert Path(env["CONVEYOR_INPUT_MODEL_BASE"]).read_bytes() == b"moved weights"
+    assert http_files.authorization[target.removeprefix(http_files.base)] == [""]
