@@ -89,6 +89,11 @@ class ApiClient:
         view.retry_for = retry_for
         return view
 
+    async def token(self) -> str:
+        """The API token this client sends (logged in if needed): the credential the clearml SDK
+        shows its configured files host, so the agent shows it there too, and nowhere else."""
+        return await self._conn.token(self.retry_for)
+
     async def call(self, endpoint: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """POST ``body`` to ``service.action``; the response's ``data``."""
         return await self._conn.request(Request(endpoint, encode_body(body)), self.retry_for)

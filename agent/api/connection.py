@@ -16,9 +16,9 @@ import asyncio
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -47,6 +47,7 @@ from agent.api.envelope import (
 from agent.api.errors import ServerUnavailable
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 AGENT_HEADER = f"conveyor-{__version__}"
 RETRY_STATUSES = frozenset({429, 502, 503})
@@ -133,16 +134,26 @@ class Connection:
 
     async def request(self, request: Request, retry_for: float | None) -> dict[str, Any]:
         """The ``data`` of the response, retrying transient failures within ``retry_for`` s."""
+        return await self._retrying(lambda: self._attempt(request), request.endpoint, retry_for)
+
+    async def token(self, retry_for: float | None) -> str:
+        """A valid API token (logging in when needed): the SDK also shows it to its files host
+        as ``Authorization: Bearer <token>``."""
+        return await self._retrying(self._valid_token, LOGIN_ENDPOINT, retry_for)
+
+    async def _retrying(
+        self, attempt_once: Callable[[], Awaitable[T]], endpoint: str, retry_for: float | None
+    ) -> T:
         retrying = AsyncRetrying(
             stop=stop_for(retry_for),
             wait=_backoff,
             retry=retry_if_exception_type(TransientError),
-            before_sleep=_log_retry(request.endpoint),
+            before_sleep=_log_retry(endpoint),
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request)
+                    return await attempt_once()
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             budget = "ever" if retry_for is None else f"{retry_for:g} s"
@@ -150,7 +161,7 @@ class Connection:
                 0,
                 0,
                 f"server {self.base_url} unavailable (retried for {budget}): {cause}",
-                request.endpoint,
+                endpoint,
             ) from cause
         raise AssertionError("tenacity neither returned nor raised")  # pragma: no cover
 

@@ -31,6 +31,7 @@ import errno
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -370,6 +371,7 @@ class ContainerSandbox:
         grace: float,
         timeout: float | None,
         on_start: Callable[[int], None],
+        stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,),
     ) -> Ending:
         assert self._plan is not None and self._prepared is not None, "prepare() first"
         self._write_task_script(argv, cwd, env)
@@ -382,6 +384,7 @@ class ContainerSandbox:
                 grace=grace,
                 timeout=timeout,
                 on_start=on_start,
+                stop_signals=stop_signals,
             )
         except SpoolError:
             raise  # the task's log cannot be kept: the pipeline reports that

@@ -3,6 +3,8 @@ exposed to the task by path, while the environment is being built.
 
 For each entry of the task's ``models.input`` the model document gives a URI (``file://``,
 ``http(s)://``; ``s3://`` with the ``boto3`` extra, ``gs://`` with ``google-cloud-storage``).
+A URI under the configured files host (``CLEARML_FILES_HOST``, e.g. weights the SDK uploaded with
+``output_uri=True``) is fetched with the API token, as the SDK does; no other host sees it.
 The weights land in ``<cache>/entries/<sha256>/content/<file name>``; a model the SDK tagged as a
 package (system tag ``package``: a zipped folder) is extracted once, into
 ``<cache>/entries/<sha256>.x/content/``. The task sees the path as
@@ -57,7 +59,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import filelock
@@ -171,6 +173,40 @@ def redact(uri: str) -> str:
     parts = urlsplit(uri)
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number: matches nothing
+        return scheme, "", -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def under_files_host(uri: str, files_host: str) -> bool:
+    """Pure: ``uri`` is an object of the files host ``files_host`` (same scheme, host and port,
+    its path below the files host's path), as the clearml SDK decides where to send its token."""
+    if not files_host:
+        return False
+    target, base = urlsplit(uri), urlsplit(files_host.rstrip("/"))
+    if base.scheme.lower() not in _DEFAULT_PORTS or _origin(target) != _origin(base):
+        return False
+    return target.path.startswith(base.path + "/")
+
+
+def files_host_auth(files_host: str, token: str) -> Callable[[str], Mapping[str, str]]:
+    """``headers_for`` of :func:`fetch_input_models`: the control plane's API token as
+    ``Authorization: Bearer`` for URIs under the configured files host only (never another
+    host: httpx also drops the header on a redirect to another origin)."""
+
+    def headers_for(uri: str) -> Mapping[str, str]:
+        return {"Authorization": f"Bearer {token}"} if under_files_host(uri, files_host) else {}
+
+    return headers_for
 
 
 def file_name_of(uri: str) -> str:

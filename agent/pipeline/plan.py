@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,14 @@ _SCRUBBED_NAMES = frozenset(
         "WATCHDOG_PID",
     }
 )
+
+
+# A clearml SDK script (clearml 2.1.12, after Task.init) swallows SIGTERM: the SDK's handler
+# returns at once when the prior handler was the default, so SIGTERM alone leaves it running
+# until SIGKILL. SIGINT becomes KeyboardInterrupt (the SDK restores Python's handler and calls
+# it): the script unwinds, the SDK flushes at exit, the process ends in ~0.3 s. SIGTERM follows
+# for the processes that do not handle SIGINT. (docs/operations.md, "Stopping a task")
+SDK_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,11 @@ class Plan:
     timeout: float | None = None
     grace: float = 10.0
     container: ContainerPlan | None = None  # docker mode: the container the task runs in
+
+    @property
+    def stop_signals(self) -> tuple[signal.Signals, ...]:
+        """What ends the task's processes before the grace runs out (SIGKILL after it)."""
+        return SDK_STOP_SIGNALS if self.overrides.sdk else (signal.SIGTERM,)
 
     def argv(self, python: Path, entry_point: Path | str) -> list[str]:
         """The command line, once the environment and source stages know the paths."""

@@ -30,6 +30,7 @@ LOST_WORKER = "lost worker"
 class Outcome:
     status: Status
     reason: str = ""
+    outside: bool = False  # set on the server from outside (Task.mark_failed()): it stands
 
     @classmethod
     def completed(cls) -> Outcome:
@@ -43,10 +44,19 @@ class Outcome:
     def stopped(cls, reason: str) -> Outcome:
         return cls(Status.STOPPED, reason)
 
+    @classmethod
+    def set_outside(cls, status: Status) -> Outcome:
+        """The final status someone else set while the task ran: the agent reports nothing."""
+        return cls(status, f"marked {status} from outside", outside=True)
+
 
 async def report(api: ApiClient, task_id: str, outcome: Outcome) -> bool:
     """Send the final status. Returns False if the server refused it (logged, not raised):
-    e.g. a user reset the task meanwhile, which the agent must not fight."""
+    e.g. a user reset the task meanwhile, which the agent must not fight. A status set from
+    outside (``outcome.outside``) stands: nothing is sent."""
+    if outcome.outside:
+        log.info("task finished", task_id=task_id, status=str(outcome.status), outside=True)
+        return True
     try:
         if outcome.status is Status.COMPLETED:
             await api.completed(task_id)

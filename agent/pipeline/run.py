@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -24,7 +24,7 @@ from agent.api.models import TaskDocumentError, TaskSpec
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
 from agent.pipeline.errors import StageError
-from agent.pipeline.models import ModelCache, fetch_input_models
+from agent.pipeline.models import ModelCache, fetch_input_models, files_host_auth
 from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import (
     HostFacts,
@@ -33,7 +33,7 @@ from agent.pipeline.plan import (
     make_plan,
     refine_for_source,
 )
-from agent.pipeline.report import Outcome, report
+from agent.pipeline.report import Outcome, Status, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
 from agent.settings import Settings
@@ -79,9 +79,12 @@ async def run_task(
     async with ctx.runtime.sandbox(task_id) as sandbox:
         try:
             async with shipper:
-                watch = AbortWatch(ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval)
+                watch = AbortWatch(
+                    ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval, console
+                )
                 async with watch:
                     outcome = await _run_stages(ctx, task_id, gpus, sandbox, console, watch)
+                outcome = settle(outcome, watch.reason, watch.outside)
                 console.info(_final_line(outcome))
         except OSError as exc:  # the spool could not be written (disk full...): still report
             outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
@@ -108,7 +111,10 @@ async def _run_stages(
         source = await _stage(watch, _prepare_source, ctx, plan, console)
         plan = refine_for_source(plan, spec, ctx.settings, *sdk_hints(source))
         plan.overrides.report(console)
-        models = asyncio.ensure_future(fetch_input_models(ctx.api, spec, ctx.models, console))
+        headers_for = await _files_host_auth(ctx) if spec.input_models else None
+        models = asyncio.ensure_future(
+            fetch_input_models(ctx.api, spec, ctx.models, console, headers_for=headers_for)
+        )
         try:  # input models download while the environment is built
             env = await _stage(watch, sandbox.prepare, plan, source, console)
             model_env = await models
@@ -140,6 +146,18 @@ async def _stage(watch: AbortWatch, fn: Callable[P, R], *args: P.args, **kwargs:
         # discarded; its files are removed with the task's work dir.
         raise Aborted
     return work.result()
+
+
+async def _files_host_auth(ctx: TaskContext) -> Callable[[str], Mapping[str, str]] | None:
+    """The files host's credential for model downloads (the API token, as the SDK sends it)."""
+    if not ctx.server.files_host:
+        return None
+    try:
+        token = await ctx.api.token()
+    except ApiError as exc:  # the downloads go on without it; a 401 then says what failed
+        log.warning("no api token for the files host", error=str(exc))
+        return None
+    return files_host_auth(ctx.server.files_host, token)
 
 
 def _prepare_source(ctx: TaskContext, plan: Plan, console: TaskConsole) -> SourceResult:
@@ -185,6 +203,7 @@ async def _supervise(
     argv = list(expand_references(plan.argv(env.python, entry), extra_env))
     console.info(f"starting {' '.join(argv[2:])} in {source.cwd}")
     started = time.monotonic()
+    watch.running = True
     async with TaskMonitor(api, plan.task_id) as monitor:
         ending = await sandbox.run(
             argv,
@@ -195,6 +214,7 @@ async def _supervise(
             grace=plan.grace,
             timeout=plan.timeout,
             on_start=monitor.attach,
+            stop_signals=plan.stop_signals,
         )
     console.info(f"process ended after {time.monotonic() - started:.1f} s: {ending.describe()}")
     return ending
@@ -210,7 +230,23 @@ def judge(exit_info: ExitInfo, cause: str = "") -> Outcome:
     return Outcome.failed(cause or describe(exit_info))
 
 
+def settle(outcome: Outcome, stop_reason: str | None, outside: Status | None) -> Outcome:
+    """Pure: the outcome once the abort watch is heard. A final status set from outside stands
+    (nothing is reported over it); a task whose stop was requested ends ``stopped`` even when
+    its process failed by itself meanwhile (an SDK script ends itself with exit code 1 after
+    its abort callback); a process that completed its work has completed."""
+    if stop_reason is None:
+        return outcome
+    if outside is not None:
+        return Outcome.set_outside(outside)
+    if outcome.status is not Status.FAILED:
+        return outcome
+    return Outcome.stopped(stop_reason)
+
+
 def _final_line(outcome: Outcome) -> str:
+    if outcome.outside:
+        return f"task was marked {outcome.status} from outside; process stopped"
     return f"task {outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,11 @@ class Sandbox(Protocol):
         grace: float,
         timeout: float | None,
         on_start: Callable[[int], None],
+        stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,),
     ) -> Ending:
         """Run the task's process to its end: ``env`` is the task's own variables (the plan's),
-        the sandbox adds its base (PATH with the venv first...)."""
+        the sandbox adds its base (PATH with the venv first...). An abort or timeout sends
+        ``stop_signals`` (in order), then SIGKILL after ``grace``."""
 
 
 class Runtime(Protocol):
@@ -104,6 +107,7 @@ class HostSandbox:
         grace: float,
         timeout: float | None,
         on_start: Callable[[int], None],
+        stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,),
     ) -> Ending:
         assert self.prepared is not None, "prepare() first"
         venv = self.prepared.venv
@@ -119,5 +123,6 @@ class HostSandbox:
             grace=grace,
             timeout=timeout,
             on_start=on_start,
+            stop_signals=stop_signals,
         )
         return Ending(exit_info)

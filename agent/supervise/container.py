@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,9 +146,16 @@ def _wait(container: Any) -> None:
         return  # removed under us (agent shutting down): it certainly stopped
 
 
-def stop_container(container: Any, grace: float) -> None:
-    """SIGTERM (through the init process), ``grace`` seconds, SIGKILL; then make sure."""
+def stop_container(
+    container: Any, grace: float, stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,)
+) -> None:
+    """``stop_signals`` other than SIGTERM first, then SIGTERM (both through the init process),
+    ``grace`` seconds, SIGKILL; then make sure."""
     try:
+        for sig in stop_signals:
+            if sig != signal.SIGTERM:
+                with contextlib.suppress(docker.errors.APIError):  # exited: stop() says so
+                    container.kill(signal=int(sig))
         container.stop(timeout=math.ceil(grace))
         container.reload()
         if container.status == "running":
@@ -196,6 +204,7 @@ async def run_container(
     grace: float = 10.0,
     timeout: float | None = None,
     on_start: Callable[[int], None] | None = None,
+    stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,),
 ) -> ContainerExit:
     """Run the task held in ``container`` to its end; its output into ``sink``.
 
@@ -218,7 +227,7 @@ async def run_container(
         ending = await _first_ending(waiter, pump, abort, deadline)
         if ending != EXITED:
             log.info("stopping container", container=container.id[:12], why=ending, grace=grace)
-            await asyncio.to_thread(stop_container, container, grace)
+            await asyncio.to_thread(stop_container, container, grace, stop_signals)
         await waiter
         await asyncio.to_thread(container.reload)
     except BaseException:

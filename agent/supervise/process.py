@@ -276,8 +276,12 @@ async def run_process(
     grace: float = 10.0,
     timeout: float | None = None,
     on_start: Callable[[int], None] | None = None,
+    stop_signals: Sequence[signal.Signals] = (signal.SIGTERM,),
 ) -> ExitInfo:
     """Run ``argv`` to its end, its stdout (level info) and stderr (level error) into ``sink``.
+
+    An abort or the timeout sends ``stop_signals`` to the whole tree (in order; SIGINT first
+    for a clearml SDK script, which swallows SIGTERM), then SIGKILL after ``grace``.
 
     Raises StageError when the program cannot be started, and re-raises a sink error (e.g. the
     spool's disk is full) after ending the process. No process of the task outlives this call.
@@ -300,9 +304,9 @@ async def run_process(
         ending = await _first_ending(proc, abort, deadline, pumps)
         if ending != EXITED:
             log.info("ending process", pid=proc.pid, why=ending, grace=grace)
-            await tree.terminate(grace)
+            await tree.terminate(grace, stop_signals)
         returncode = await _exited(proc)
-        leftovers = await tree.terminate(min(grace, LEFTOVER_GRACE_S))
+        leftovers = await tree.terminate(min(grace, LEFTOVER_GRACE_S), stop_signals)
     except BaseException:
         # Cancelled (or crashed) mid-run: kill everything now and reap; never leave orphans.
         tree.signal_all(signal.SIGKILL)

@@ -116,6 +116,7 @@ def clearml_conf(server: EmbeddedServer, home: Path, worker_id: str, package_man
     """A clearml.conf for clearml-agent in venv mode with every cache under ``home``."""
     creds = server.credentials
     python = private_python(home)
+    (home / "files").mkdir(parents=True, exist_ok=True)  # Task.init checks it is writable
     files = (home / "files").as_uri()
     return f"""
 api {{

@@ -14,6 +14,7 @@ directories; every scenario alternates them (the order flips each round). Scenar
           lag (printed → at the server), the script's wall time vs bare
   logs_paced  the same lines at 20,000 lines/s (--log-rate)
   abort   tasks.stop → the task's whole process tree is gone
+  abort_sdk  the same for a clearml SDK script (Task.init: the SDK swallows SIGTERM)
   idle    an idle agent over 60 s: CPU and RSS of its process tree, requests per minute
 
 Prints a markdown table and writes JSON to bench/results/compare-<UTC time>.json.
@@ -57,7 +58,9 @@ from bench.compare.agents import (  # noqa: E402
 )
 from bench.compare.server import Api, BenchServer  # noqa: E402
 
-SCENARIOS = ("pickup", "env3", "env30", "torch", "logs", "logs_paced", "abort", "idle")
+SCENARIOS = (
+    "pickup", "env3", "env30", "torch", "logs", "logs_paced", "abort", "abort_sdk", "idle"
+)  # fmt: skip
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -115,6 +118,7 @@ def plan(bench: sc.Bench, args: argparse.Namespace) -> dict[str, Callable[[], No
         "logs": lambda: sc.log_delivery(bench, "logs", args.lines),
         "logs_paced": lambda: sc.log_delivery(bench, "logs_paced", args.lines, args.log_rate),
         "abort": lambda: sc.abort(bench),
+        "abort_sdk": lambda: sc.abort(bench, "abort_sdk", sdk=True),
         "idle": lambda: sc.idle(bench, args.idle_window),
     }
 

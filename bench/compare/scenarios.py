@@ -416,15 +416,20 @@ def _log_run(
 
 
 # --- 5. abort -------------------------------------------------------------------------------
-def abort(bench: Bench) -> None:
-    body = t.script(t.ABORT_SCRIPT, "abort_task.py")
-    procs = {a.name: bench.start(a, bench.home(a, "abort")) for a in bench.agents}
+def abort(bench: Bench, scenario: str = "abort", sdk: bool = False) -> None:
+    """A plain script (``abort``) or a clearml SDK script (``abort_sdk``), each with a child
+    and a grandchild: ``tasks.stop`` → all three gone, → status stopped."""
+    if sdk:
+        body = t.script(t.ABORT_SDK_SCRIPT, "abort_sdk_task.py", t.SDK_REQUIREMENTS)
+    else:
+        body = t.script(t.ABORT_SCRIPT, "abort_task.py")
+    procs = {a.name: bench.start(a, bench.home(a, scenario)) for a in bench.agents}
     try:
         for round_ in range(bench.runs):
             for agent in bench.order(round_):
                 _, queue_id = bench.queue(agent)
-                one = partial(_abort_run, bench, agent, queue_id, body)
-                guarded(bench, "abort", agent, time.time(), one)
+                one = partial(_abort_run, bench, agent, queue_id, body, scenario)
+                guarded(bench, scenario, agent, time.time(), one)
     finally:
         for agent in bench.agents:
             procs[agent.name].stop(agent.stop_signals)
@@ -437,8 +442,10 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _abort_run(bench: Bench, agent: AgentKind, queue_id: str, body: dict[str, Any]) -> None:
-    sub = t.submit(bench.api, queue_id, "abort", body)
+def _abort_run(
+    bench: Bench, agent: AgentKind, queue_id: str, body: dict[str, Any], scenario: str
+) -> None:
+    sub = t.submit(bench.api, queue_id, scenario, body)
 
     def three_pids() -> list[psutil.Process] | None:
         pids = t.pids_of(t.latest_log(bench.api, sub.task_id))
@@ -466,26 +473,26 @@ def _abort_run(bench: Bench, agent: AgentKind, queue_id: str, body: dict[str, An
             if _alive(p):
                 p.kill()
         bench.note(
-            "abort",
+            scenario,
             agent,
             f"processes {left} still alive {ABORT_TIMEOUT:.0f} s after tasks.stop "
             "(killed by the harness)",
         )
     else:
-        bench.add("abort", "tree_gone", agent, gone - stop_at)
+        bench.add(scenario, "tree_gone", agent, gone - stop_at)
     if stopped is None:
         bench.note(
-            "abort", agent, f"task {sub.task_id} not final {ABORT_TIMEOUT:.0f} s after tasks.stop"
+            scenario, agent, f"task {sub.task_id} not final {ABORT_TIMEOUT:.0f} s after tasks.stop"
         )
     else:
         final = t.status(bench.api, sub.task_id)
         if final.get("status") != "stopped":
             bench.note(
-                "abort",
+                scenario,
                 agent,
                 f"aborted task ended {final.get('status')}: {final.get('status_reason')}",
             )
-        bench.add("abort", "status_stopped", agent, stopped - stop_at)
+        bench.add(scenario, "status_stopped", agent, stopped - stop_at)
 
 
 # --- 6. idle --------------------------------------------------------------------------------

@@ -56,6 +56,13 @@ subprocess.Popen([sys.executable, '-c', child])
 time.sleep(3600)
 """
 
+# The same three processes under a clearml SDK script (Task.init first): the SDK swallows SIGTERM.
+SDK_REQUIREMENTS = ("clearml==2.1.12",)
+ABORT_SDK_SCRIPT = (
+    "from clearml import Task\n"
+    "Task.init(project_name='bench', task_name='abort an SDK script')\n" + ABORT_SCRIPT
+)
+
 PACKAGES_3 = ("idna==3.20", "six==1.17.0", "tqdm==4.70.1")
 PACKAGES_30 = (
     "attrs==26.1.0",

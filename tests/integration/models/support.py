@@ -33,6 +33,8 @@ class Served:
     release: threading.Event = field(default_factory=threading.Event)  # /slow may go on
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
+    authorization: dict[str, list[str]] = field(default_factory=dict)  # path -> headers seen
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> where a 302 sends it
 
     def add(self, name: str, content: bytes) -> str:
         path = f"/{uuid.uuid4().hex[:8]}/{name}"
@@ -46,11 +48,19 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             with served.lock:
                 served.hits[path] = served.hits.get(path, 0) + 1
+                seen = served.authorization.setdefault(path, [])
+                seen.append(self.headers.get("Authorization", ""))
                 failing = served.failures.get(path, 0)
                 if failing:
                     served.failures[path] = failing - 1
             if failing:
                 self.send_error(503)
+                return
+            if path in served.redirects:
+                self.send_response(302)
+                self.send_header("Location", served.redirects[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             if path.endswith("/slow"):
                 self._slow()

@@ -20,11 +20,13 @@ from agent.pipeline.models import (
     check_entry,
     expected_sha256,
     file_name_of,
+    files_host_auth,
     human_size,
     input_model_env,
     model_env_names,
     redact,
     transport_reason,
+    under_files_host,
     unreachable,
 )
 
@@ -227,3 +229,28 @@ def test_cache_state_within_bound(
     state = CacheState(max_bytes, tuple(CacheEntry(*entry) for entry in entries))
     assert state.within_bound is within
     assert state.total == sum(size for _, size, _ in entries)
+
+
+def test_the_token_goes_only_to_the_configured_files_host() -> None:
+    host = "http://127.0.0.1:8008/files"
+    assert under_files_host("http://127.0.0.1:8008/files/p/t.1/models/w.bin", host)
+    assert under_files_host("HTTP://127.0.0.1:8008/files/w.bin", host + "/")
+    assert under_files_host("http://h/files/w.bin", "http://h:80/files")  # default port
+    assert under_files_host("http://h:8081/w.bin", "http://h:8081")  # a bare files host
+    refused = [
+        "http://127.0.0.1:8009/files/w.bin",  # another port
+        "http://localhost:8008/files/w.bin",  # another name (the SDK also tells them apart)
+        "https://127.0.0.1:8008/files/w.bin",  # another scheme
+        "http://127.0.0.1:8008/filesX/w.bin",  # not below the prefix
+        "http://127.0.0.1:8008/files",  # the prefix itself is no object
+        "http://127.0.0.1:8008.evil.example/files/w.bin",
+        "http://user@evil.example/files/w.bin",
+        "file:///files/w.bin",
+        "s3://127.0.0.1:8008/files/w.bin",
+    ]
+    for uri in refused:
+        assert not under_files_host(uri, host), uri
+    assert not under_files_host("http://127.0.0.1:8008/files/w.bin", "")
+    headers_for = files_host_auth(host, "tok")
+    assert headers_for(host + "/w.bin") == {"Authorization": "Bearer tok"}
+    assert headers_for("http://elsewhere:8008/files/w.bin") == {}

@@ -1,3 +1,4 @@
+import signal
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,17 @@ def test_allocate_gpus(
     request_: str, count: int, slots: int, expected: list[tuple[int, ...]]
 ) -> None:
     assert allocate_gpus(request_, count, slots) == expected
+
+
+def test_an_sdk_script_is_stopped_with_sigint_first(tmp_path: Path) -> None:
+    # The SDK swallows SIGTERM (see SDK_STOP_SIGNALS); a plain script gets SIGTERM alone.
+    settings = Settings(data_dir=tmp_path)
+    sdk = TaskSpec.parse(
+        {"id": "t4", "script": {"diff": "from clearml import Task\n", "entry_point": "a.py"}}
+    )
+    plain = TaskSpec.parse({"id": "t5", "script": {"diff": "print(1)\n", "entry_point": "a.py"}})
+    assert make_plan(sdk, settings, HOST, SERVER).stop_signals == (
+        signal.SIGINT,
+        signal.SIGTERM,
+    )
+    assert make_plan(plain, settings, HOST, SERVER).stop_signals == (signal.SIGTERM,)
