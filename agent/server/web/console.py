@@ -1,0 +1,99 @@
+"""The console tab's data: pages of a task's log, regex search, download, live tail.
+
+Log events are numbered by their order (timestamp, then arrival); a page is a slice of that
+order, so the browser loads only what it shows, whatever the log's length.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from agent.server.events import LOG
+from agent.server.store import valid_regex
+
+PAGE = 500
+MAX_PAGE = 5_000
+MAX_MATCHES = 500
+
+
+def collapse(text: str) -> str:
+    """A line as a terminal shows it: a carriage-return progress line (tqdm) becomes its
+    last non-empty state."""
+    lines = []
+    for raw in text.split("\n"):
+        states = [s for s in raw.split("\r") if s] if "\r" in raw else [raw]
+        lines.append(states[-1] if states else "")
+    return "\n".join(lines)
+
+
+def total(conn: sqlite3.Connection, task_id: str) -> int:
+    row = conn.execute("SELECT COUNT(*) FROM events WHERE task=? AND type=?", (task_id, LOG))
+    return int(row.fetchone()[0])
+
+
+def _entry(number: int, seq: int, stamp: int, msg: Any) -> dict[str, Any]:
+    return {"n": number, "seq": seq, "ts": stamp, "text": collapse(str(msg or ""))}
+
+
+def page(conn: sqlite3.Connection, task_id: str, offset: int | None, limit: int) -> dict[str, Any]:
+    """Entries ``offset..offset+limit`` (None: the last ``limit``), with the log's total."""
+    count = total(conn, task_id)
+    limit = max(1, min(limit, MAX_PAGE))
+    start = max(0, count - limit) if offset is None else max(0, min(offset, count))
+    rows = conn.execute(
+        "SELECT seq, timestamp, json_extract(doc, '$.msg') FROM events WHERE task=? AND type=? "
+        "ORDER BY timestamp, seq LIMIT ? OFFSET ?",
+        (task_id, LOG, limit, start),
+    ).fetchall()
+    entries = [_entry(start + i, r[0], r[1], r[2]) for i, r in enumerate(rows)]
+    return {"total": count, "offset": start, "entries": entries, "last_seq": latest_seq(conn)}
+
+
+def latest_seq(conn: sqlite3.Connection) -> int:
+    """The newest event's number, any task: the live tail starts after it (one seek)."""
+    return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
+
+
+def search(conn: sqlite3.Connection, task_id: str, pattern: str) -> dict[str, Any]:
+    """The first ``MAX_MATCHES`` entries whose text matches the regex ``pattern``."""
+    if not valid_regex(pattern):
+        raise ValueError(f"not a valid regular expression: {pattern!r}")
+    compiled = re.compile(pattern)
+    rows = conn.execute(
+        "SELECT seq, timestamp, json_extract(doc, '$.msg') FROM events WHERE task=? AND type=? "
+        "ORDER BY timestamp, seq",
+        (task_id, LOG),
+    )
+    matches = []
+    for number, (seq, stamp, msg) in enumerate(rows):
+        if msg and compiled.search(msg):
+            matches.append(_entry(number, seq, stamp, msg))
+            if len(matches) >= MAX_MATCHES:
+                break
+    return {"pattern": pattern, "entries": matches, "capped": len(matches) >= MAX_MATCHES}
+
+
+def since(conn: sqlite3.Connection, task_id: str, after_seq: int) -> list[dict[str, Any]]:
+    """Log entries stored after ``after_seq`` (the live tail), at most a page. A range of the
+    primary key (only recent events of any task), not the task's index: a poll costs the
+    same whether the log has ten lines or a million."""
+    rows = conn.execute(
+        "SELECT seq, timestamp, json_extract(doc, '$.msg') FROM events NOT INDEXED "
+        "WHERE seq > ? AND task=? AND type=? ORDER BY seq LIMIT ?",
+        (after_seq, task_id, LOG, MAX_PAGE),
+    ).fetchall()
+    return [_entry(-1, r[0], r[1], r[2]) for r in rows]
+
+
+def download(conn: sqlite3.Connection, task_id: str) -> Iterator[bytes]:
+    """The whole log as text, a few thousand entries per chunk."""
+    rows = conn.execute(
+        "SELECT json_extract(doc, '$.msg') FROM events WHERE task=? AND type=? "
+        "ORDER BY timestamp, seq",
+        (task_id, LOG),
+    )
+    while batch := rows.fetchmany(4096):
+        yield "".join(f"{r[0] or ''}\n" for r in batch).encode()
