@@ -71,7 +71,7 @@ def serve(
     files_host = files_host or files_url(url)
     for line in env_lines(url, state.credentials, files_host):
         print(f"  {line}", flush=True)
-    print(f"Web console: {url}/login/once/{issue_login_link(state)} (one-time login link)",
+    print(f"Web console: {url}/login/once/{issue_login_link(state.store)} (one-time login link)",
           flush=True)  # fmt: skip
     if on_ready is not None:
         on_ready(url, state.credentials, files_host)

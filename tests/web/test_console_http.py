@@ -31,7 +31,7 @@ def test_bad_login_and_used_or_forged_sessions_are_refused(embedded_server: Embe
     reply = client.post("/login", data={"access_key": "x", "secret_key": "y"})
     assert reply.status_code == 401 and "invalid access key" in reply.text
     state = embedded_server.state
-    token = issue_login_link(state)
+    token = issue_login_link(state.store)
     assert client.get(f"/login/once/{token}").status_code == 303
     assert client.get("/tasks").status_code == 200
     again = httpx.get(f"{embedded_server.url}/login/once/{token}")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from agent.server.state import ServerState
-from agent.server.store import set_meta
+from agent.server.store import Store, set_meta
 
 COOKIE = "conveyor_session"
 SESSION_TTL = 7 * 24 * 3600
@@ -71,10 +71,10 @@ def _link_key(token: str) -> str:
     return _LINK_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_login_link(state: ServerState) -> str:
+def issue_login_link(store: Store) -> str:
     """A new one-time login token (valid for a day; ``/login/once/<token>`` uses it)."""
     token = secrets.token_urlsafe(24)
-    with state.store.write() as conn:
+    with store.write() as conn:
         conn.execute("DELETE FROM meta WHERE key LIKE ? AND CAST(value AS REAL) < ?",
                      (_LINK_PREFIX + "%", time.time()))  # fmt: skip
         set_meta(conn, _link_key(token), str(time.time() + LOGIN_LINK_TTL))
