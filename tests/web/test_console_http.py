@@ -91,6 +91,16 @@ def test_console_pages_search_and_scalar_reduction(embedded_server: EmbeddedServ
     assert zoomed.json()["series"][0]["x"] == list(range(10, 21))
     text = client.get(f"/tasks/{task}/console.txt").text
     assert text.count("\n") == 3000
+    more = [
+        {"task": task, "type": "log", "msg": f"more {i}", "timestamp": 99_999} for i in range(5)
+    ]
+    api_call(embedded_server, "events.add_batch", {"requests": more})
+    tail = client.get(f"/tasks/{task}/log.json?limit=2").json()
+    assert tail["total"] == 3005 and [e["n"] for e in tail["entries"]] == [3003, 3004]
+    api_call(embedded_server, "tasks.reset", {"task": task, "force": True})
+    api_call(embedded_server, "events.add_batch", {"requests": more[:2]})
+    tail = client.get(f"/tasks/{task}/log.json").json()  # counted again after the reset
+    assert tail["total"] == 2 and [e["text"] for e in tail["entries"]] == ["more 0", "more 1"]
 
 
 def test_live_stream_sends_new_lines_and_a_stop_does_not_wait_for_it(tmp_path: Path) -> None:

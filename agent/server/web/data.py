@@ -59,13 +59,13 @@ async def log_json(state: ServerState, request: Request) -> Response:
     pattern = request.query_params.get("q", "")
 
     def load() -> dict[str, Any] | None:
-        conn = state.store.conn()
-        if find_task(conn, task_id) is None:
-            return None
-        if pattern:
-            return console.search(conn, task_id, pattern)
-        limit = _int(request, "limit") or console.PAGE
-        return console.page(conn, task_id, _int(request, "offset"), limit)
+        with state.store.read() as conn:  # one snapshot: the count and the page agree
+            if find_task(conn, task_id) is None:
+                return None
+            if pattern:
+                return console.search(conn, task_id, pattern)
+            limit = _int(request, "limit") or console.PAGE
+            return console.page(conn, task_id, _int(request, "offset"), limit)
 
     try:
         found = await run_in_threadpool(load)
