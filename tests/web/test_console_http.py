@@ -82,7 +82,11 @@ def test_console_pages_search_and_scalar_reduction(embedded_server: EmbeddedServ
     page = client.get(f"/tasks/{task}/log.json?offset=1000&limit=3").json()
     assert [e["text"] for e in page["entries"]] == ["line 1000", "line 1001", "line 1002"]
     found = client.get(f"/tasks/{task}/log.json", params={"q": r"^line 12\d$"}).json()
-    assert [e["n"] for e in found["entries"]] == list(range(120, 130))
+    assert [e["n"] for e in found["entries"]] == list(range(120, 130)) and found["next"] is None
+    first = client.get(f"/tasks/{task}/log.json", params={"q": "line"}).json()
+    assert len(first["entries"]) == 500 and first["next"] == 500
+    further = client.get(f"/tasks/{task}/log.json", params={"q": "line", "from": 500}).json()
+    assert further["entries"][0]["text"] == "line 500"
     assert client.get(f"/tasks/{task}/log.json", params={"q": "("}).status_code == 400
     chart = client.get(f"/tasks/{task}/scalars.json?metric=loss&width=100").json()
     assert [s["variant"] for s in chart["series"]] == ["a", "b"]

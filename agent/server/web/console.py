@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -103,23 +104,33 @@ def latest_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
 
 
-def search(conn: sqlite3.Connection, task_id: str, pattern: str) -> dict[str, Any]:
-    """The first ``MAX_MATCHES`` entries whose text matches the regex ``pattern``."""
+def search(
+    conn: sqlite3.Connection, task_id: str, pattern: str, start: int = 0, budget: float = 1.0
+) -> dict[str, Any]:
+    """Entries from number ``start`` on whose text matches the regex ``pattern``: at most
+    ``MAX_MATCHES``, and at most ``budget`` seconds of scanning, so a search of a huge log
+    answers quickly; ``next`` is where a further search goes on (None: the log's end)."""
     if not valid_regex(pattern):
         raise ValueError(f"not a valid regular expression: {pattern!r}")
     compiled = re.compile(pattern)
     rows = conn.execute(
         "SELECT seq, timestamp, json_extract(doc, '$.msg') FROM events WHERE task=? AND type=? "
-        "ORDER BY timestamp, seq",
-        (task_id, LOG),
+        "ORDER BY timestamp, seq LIMIT -1 OFFSET ?",
+        (task_id, LOG, max(0, start)),
     )
-    matches = []
-    for number, (seq, stamp, msg) in enumerate(rows):
-        if msg and compiled.search(msg):
-            matches.append(_entry(number, seq, stamp, msg))
+    deadline = time.monotonic() + budget
+    matches: list[dict[str, Any]] = []
+    number = max(0, start)
+    while batch := rows.fetchmany(2048):
+        for seq, stamp, msg in batch:
+            if msg and compiled.search(msg):
+                matches.append(_entry(number, seq, stamp, msg))
+            number += 1
             if len(matches) >= MAX_MATCHES:
-                break
-    return {"pattern": pattern, "entries": matches, "capped": len(matches) >= MAX_MATCHES}
+                return {"pattern": pattern, "entries": matches, "next": number}
+        if time.monotonic() > deadline:
+            return {"pattern": pattern, "entries": matches, "next": number}
+    return {"pattern": pattern, "entries": matches, "next": None}
 
 
 def since(conn: sqlite3.Connection, task_id: str, after_seq: int) -> list[dict[str, Any]]:

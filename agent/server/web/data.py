@@ -63,7 +63,7 @@ async def log_json(state: ServerState, request: Request) -> Response:
             if find_task(conn, task_id) is None:
                 return None
             if pattern:
-                return console.search(conn, task_id, pattern)
+                return console.search(conn, task_id, pattern, _int(request, "from") or 0)
             limit = _int(request, "limit") or console.PAGE
             return console.page(conn, task_id, _int(request, "offset"), limit)
 

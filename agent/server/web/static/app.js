@@ -63,6 +63,7 @@ function setupConsole() {
   }
   function loadTail() {
     searching = false;
+    document.getElementById("console-further").hidden = true;
     return getJSON(`/tasks/${encodeURIComponent(id)}/log.json`).then((page) => {
       pre.replaceChildren(...page.entries.map(entryNode));
       offset = page.offset; total = page.total;
@@ -77,17 +78,26 @@ function setupConsole() {
     getJSON(`/tasks/${encodeURIComponent(id)}/log.json?offset=${start}&limit=${offset - start}`)
       .then((page) => { pre.prepend(...page.entries.map(entryNode)); offset = start; });
   });
+  function search(q, from) {
+    getJSON(`/tasks/${encodeURIComponent(id)}/log.json?q=${encodeURIComponent(q)}&from=${from}`)
+      .then((found) => {
+        if (!searching || from === 0) { pre.replaceChildren(); }
+        searching = true;
+        pre.append(...found.entries.map(entryNode));
+        const further = document.getElementById("console-further");
+        further.hidden = found.next === null;
+        further.onclick = () => search(q, found.next);
+        info.textContent = `${pre.childNodes.length} matching entries` +
+          (found.next === null ? "" : ` (searched up to entry ${found.next})`);
+      })
+      .catch((err) => { info.textContent = err.message; });
+  }
   document.getElementById("console-search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = document.getElementById("console-q").value;
     if (!q) { loadTail(); return; }
-    getJSON(`/tasks/${encodeURIComponent(id)}/log.json?q=${encodeURIComponent(q)}`)
-      .then((found) => {
-        searching = true;
-        pre.replaceChildren(...found.entries.map(entryNode));
-        info.textContent = `${found.entries.length}${found.capped ? "+" : ""} matching entries`;
-      })
-      .catch((err) => { info.textContent = err.message; });
+    searching = false;
+    search(q, 0);
   });
   document.getElementById("console-clear").addEventListener("click", () => {
     document.getElementById("console-q").value = "";
