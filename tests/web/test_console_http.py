@@ -136,3 +136,31 @@ def test_live_stream_sends_new_lines_and_a_stop_does_not_wait_for_it(tmp_path: P
     assert time.monotonic() - started < 5
     reader.join(10)
     assert not reader.is_alive()
+
+
+def test_queue_entries_move_and_go_through_the_queue_handlers(
+    embedded_server: EmbeddedServer,
+) -> None:
+    queue = api_call(embedded_server, "queues.create", {"name": "gpu"})["id"]
+    tasks = []
+    for name in ("first", "second", "<b>third</b>"):
+        task = api_call(embedded_server, "tasks.create", {"name": name, "type": "training"})["id"]
+        api_call(embedded_server, "tasks.enqueue", {"task": task, "queue": queue})
+        tasks.append(task)
+    model = api_call(embedded_server, "models.create", {"name": "net", "uri": "file:///m.pt"})["id"]
+    client = _client(embedded_server)
+    page = client.get("/queues").text
+    assert "&lt;b&gt;third&lt;/b&gt;" in page and "(3 queued)" in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    reply = client.post(f"/queues/{queue}/action/front", data={"csrf": csrf[1], "task": tasks[2]})
+    assert reply.status_code == 303 and "msg=front" in reply.headers["location"]
+    entries = api_call(embedded_server, "queues.get_by_id", {"queue": queue})["queue"]["entries"]
+    assert [e["task"] for e in entries] == [tasks[2], tasks[0], tasks[1]]
+    client.post(f"/queues/{queue}/action/remove", data={"csrf": csrf[1], "task": tasks[0]})
+    doc = api_call(embedded_server, "tasks.get_by_id", {"task": tasks[0]})["task"]
+    assert doc["status"] == "created"
+    assert client.post(f"/queues/{queue}/action/remove", data={"task": tasks[1]}).status_code == 403
+    assert f'href="/models/{model}"' in client.get("/models").text
+    assert "file:///m.pt" in client.get(f"/models/{model}").text
+    assert client.get("/models/nope").status_code == 404

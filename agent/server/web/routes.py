@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from agent.server.errors import ApiError
 from agent.server.state import ServerState
 from agent.server.taskstore import find_task
-from agent.server.web import data, login
+from agent.server.web import data, fleet, login
 from agent.server.web.actions import ACTIONS, run_action
 from agent.server.web.links import TABS, task_link_target
 from agent.server.web.render import (
@@ -131,6 +131,10 @@ def web_routes(state: ServerState) -> list[BaseRoute]:
         ("/tasks/{task}", task_page, get),
         ("/tasks/{task}/{tab}", task_page, get),
         ("/tasks/{task}/action/{action}", task_action, ["POST"]),
+        ("/queues", fleet.queues_page, get),
+        ("/queues/{queue}/action/{action}", fleet.queue_action, ["POST"]),
+        ("/models", fleet.models_page, get),
+        ("/models/{model}", fleet.model_page, get),
         ("/projects/{rest:path}", sdk_link, get),
         ("/datasets/{rest:path}", sdk_link, get),
         ("/pipelines/{rest:path}", sdk_link, get),
