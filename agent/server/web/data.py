@@ -100,10 +100,11 @@ async def scalars_json(state: ServerState, request: Request) -> Response:
     x_axis = "time" if request.query_params.get("x") == "time" else "iter"
 
     def load() -> list[dict[str, Any]]:
-        return scalars.series(
-            state.store.conn(), task_id, metric, width=_int(request, "width") or 800,
-            x_axis=x_axis, x0=_float(request, "xmin"), x1=_float(request, "xmax"),
-        )  # fmt: skip
+        with state.store.read() as conn:
+            return scalars.series(
+                conn, task_id, metric, width=_int(request, "width") or 800,
+                x_axis=x_axis, x0=_float(request, "xmin"), x1=_float(request, "xmax"),
+            )  # fmt: skip
 
     found = await run_in_threadpool(load)
     return JSONResponse({"metric": metric, "x": x_axis, "series": found}, headers=_NO_STORE)

@@ -8,10 +8,13 @@ points (no spike is averaged away). A range with few points comes back raw.
 from __future__ import annotations
 
 import sqlite3
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
-from agent.server.events import SCALAR
+from agent.server.web.series_cache import task_series
 
 MAX_WIDTH = 4_000
 
@@ -19,29 +22,42 @@ MAX_WIDTH = 4_000
 def m4(
     xs: list[float], ys: list[float], width: int, x0: float | None = None, x1: float | None = None
 ) -> tuple[list[float], list[float]]:
-    """Points (sorted by x) reduced to at most 4 per bucket of ``width`` buckets on [x0, x1]."""
-    pairs = sorted(
-        (x, y) for x, y in zip(xs, ys, strict=True)
-        if (x0 is None or x >= x0) and (x1 is None or x <= x1)
-    )  # fmt: skip
-    if len(pairs) <= 4 * width or len(pairs) < 2:
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    low, high = pairs[0][0], pairs[-1][0]
-    span = (high - low) or 1.0
-    buckets: dict[int, list[tuple[float, float]]] = {}
-    for x, y in pairs:
-        key = min(width - 1, int((x - low) * width / span))
-        kept = buckets.get(key)
-        if kept is None:
-            buckets[key] = [(x, y), (x, y), (x, y), (x, y)]  # first, min, max, last
+    """Points (any order) reduced to at most 4 per bucket of ``width`` buckets on [x0, x1]."""
+    pairs = sorted(zip(xs, ys, strict=True))
+    return m4_sorted(
+        array("d", (p[0] for p in pairs)), array("d", (p[1] for p in pairs)), width, x0, x1
+    )
+
+
+def m4_sorted(
+    xs: Sequence[float], ys: array[float], width: int, x0: float | None, x1: float | None
+) -> tuple[list[float], list[float]]:
+    """M4 over points sorted by x: per bucket the first, last, lowest and highest point. Each
+    bucket is found by bisection and scanned by C loops (min, max, index of an array slice)."""
+    lo = 0 if x0 is None else bisect_left(xs, x0)
+    hi = len(xs) if x1 is None else bisect_right(xs, x1)
+    if hi - lo <= 4 * width or hi - lo < 2:
+        return list(xs[lo:hi]), list(ys[lo:hi])
+    low, span = xs[lo], (xs[hi - 1] - xs[lo]) or 1.0
+    out_x: list[float] = []
+    out_y: list[float] = []
+    start = lo
+    for bucket in range(width):
+        end = (
+            hi
+            if bucket == width - 1
+            else bisect_right(xs, low + span * (bucket + 1) / width, start, hi)
+        )
+        if end <= start:
             continue
-        if y < kept[1][1]:
-            kept[1] = (x, y)
-        if y > kept[2][1]:
-            kept[2] = (x, y)
-        kept[3] = (x, y)
-    out = sorted({p for kept in buckets.values() for p in kept})
-    return [p[0] for p in out], [p[1] for p in out]
+        segment = ys[start:end]
+        lowest = start + segment.index(min(segment))
+        highest = start + segment.index(max(segment))
+        for i in sorted({start, lowest, highest, end - 1}):
+            out_x.append(xs[i])
+            out_y.append(ys[i])
+        start = end
+    return out_x, out_y
 
 
 def metric_names(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -66,22 +82,12 @@ def series(
 ) -> list[dict[str, Any]]:
     """Every variant of ``metric``, M4-reduced to ``width`` buckets of [x0, x1]."""
     width = max(1, min(width, MAX_WIDTH))
-    column = "timestamp" if x_axis == "time" else "COALESCE(iter, 0)"
-    rows = conn.execute(
-        f"SELECT variant, {column}, json_extract(doc, '$.value') FROM events "
-        "WHERE task=? AND type=? AND metric=?",
-        (task_id, SCALAR, metric),
-    )
-    points: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    for variant, x, y in rows:
-        if y is None:
-            continue
-        xs, ys = points[variant or ""]
-        xs.append(x / 1000.0 if x_axis == "time" else x)
-        ys.append(float(y))
+    cached = task_series(conn, task_id)
     out = []
-    for variant in sorted(points):
-        xs, ys = points[variant]
-        rx, ry = m4(xs, ys, width, x0, x1)
+    for (name, variant), points in sorted(cached.series.items()):
+        if name != metric:
+            continue
+        xs, ys = points.view("time" if x_axis == "time" else "iter")
+        rx, ry = m4_sorted(xs, ys, width, x0, x1)
         out.append({"variant": variant, "x": rx, "y": ry, "count": len(xs)})
     return out
