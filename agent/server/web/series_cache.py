@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.server.events import SCALAR
@@ -58,7 +59,7 @@ class TaskSeries:
     series: dict[tuple[str, str], Series] = field(default_factory=dict)
     points: int = 0
 
-    def add_rows(self, rows: list[tuple[int, str, str, float, float, float | None]]) -> None:
+    def add_rows(self, rows: Iterable[tuple[int, str, str, float, float, float | None]]) -> None:
         for seq, metric, variant, iteration, stamp, value in rows:
             self.last_seq = max(self.last_seq, seq)
             if value is None:
@@ -94,7 +95,7 @@ def task_series(conn: sqlite3.Connection, task_id: str) -> TaskSeries:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE task=? AND type=? AND seq <= ?",
                 (task_id, SCALAR, latest),
-            ).fetchall()
+            )  # iterated, not fetched whole: millions of rows never sit in memory as tuples
             cached.add_rows(rows)
             cached.last_seq = latest
         elif cached.last_seq < latest:
