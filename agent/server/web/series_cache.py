@@ -92,19 +92,22 @@ def task_series(conn: sqlite3.Connection, task_id: str) -> TaskSeries:
         cached = _cache.get(task_id)
         if cached is None or cached.first_seq != first:
             cached = TaskSeries(first_seq=first, last_seq=latest)
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE task=? AND type=? AND seq <= ?",
-                (task_id, SCALAR, latest),
-            )  # iterated, not fetched whole: millions of rows never sit in memory as tuples
-            cached.add_rows(rows)
+            # iterated, not fetched whole: millions of rows never sit in memory as tuples
+            cached.add_rows(
+                conn.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE task=? AND type=? AND seq <= ?",
+                    (task_id, SCALAR, latest),
+                )
+            )
             cached.last_seq = latest
         elif cached.last_seq < latest:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events NOT INDEXED WHERE seq > ? AND seq <= ? "
-                "AND task=? AND type=? ORDER BY seq",
-                (cached.last_seq, latest, task_id, SCALAR),
-            ).fetchall()
-            cached.add_rows(rows)
+            cached.add_rows(
+                conn.execute(
+                    f"SELECT {_COLUMNS} FROM events NOT INDEXED WHERE seq > ? AND seq <= ? "
+                    "AND task=? AND type=? ORDER BY seq",
+                    (cached.last_seq, latest, task_id, SCALAR),
+                )
+            )
             cached.last_seq = latest
         _cache[task_id] = cached
         _cache.move_to_end(task_id)
