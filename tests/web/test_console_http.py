@@ -164,3 +164,21 @@ def test_queue_entries_move_and_go_through_the_queue_handlers(
     assert f'href="/models/{model}"' in client.get("/models").text
     assert "file:///m.pt" in client.get(f"/models/{model}").text
     assert client.get("/models/nope").status_code == 404
+
+
+def test_compare_marks_differences_and_refuses_too_few(embedded_server: EmbeddedServer) -> None:
+    ids = []
+    for lr in ("0.1", "0.1", "0.5"):
+        params = {
+            "Args": {
+                "lr": {"section": "Args", "name": "lr", "value": lr},
+                "seed": {"section": "Args", "name": "seed", "value": "1"},
+            }
+        }
+        body = {"name": f"lr {lr}", "type": "training", "hyperparams": params}
+        ids.append(api_call(embedded_server, "tasks.create", body)["id"])
+    client = _client(embedded_server)
+    page = client.get("/compare", params={"ids": ",".join(ids)}).text
+    assert re.search(r'<tr class="differs"><th>Args/lr</th>', page)
+    assert re.search(r'<tr class="same"><th>Args/seed</th>', page)
+    assert client.get("/compare", params={"ids": ids[0]}).status_code == 400

@@ -20,6 +20,7 @@ from agent.server.state import ServerState
 from agent.server.taskstore import find_task
 from agent.server.web import data, fleet, login
 from agent.server.web.actions import ACTIONS, run_action
+from agent.server.web.compare import compare_page
 from agent.server.web.links import TABS, task_link_target
 from agent.server.web.render import (
     HERE,
@@ -131,6 +132,7 @@ def web_routes(state: ServerState) -> list[BaseRoute]:
         ("/tasks/{task}", task_page, get),
         ("/tasks/{task}/{tab}", task_page, get),
         ("/tasks/{task}/action/{action}", task_action, ["POST"]),
+        ("/compare", compare_page, get),
         ("/queues", fleet.queues_page, get),
         ("/queues/{queue}/action/{action}", fleet.queue_action, ["POST"]),
         ("/models", fleet.models_page, get),

@@ -218,4 +218,12 @@ function setupScalars() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupConsole(); setupScalars(); });
+function setupCompare() {
+  const box = document.getElementById("only-differences");
+  if (!box) { return; }
+  box.addEventListener("change", () => {
+    document.querySelector(".compare").classList.toggle("only-differences", box.checked);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupConsole(); setupScalars(); setupCompare(); });
