@@ -30,6 +30,7 @@ from agent.server.store import Store, dumps  # noqa: E402
 from agent.server.tasks import new_task_doc  # noqa: E402
 from agent.server.taskstore import insert_task  # noqa: E402
 
+COMPARED = 200  # the first tasks have 50 parameters and 20 metrics each: compared at once
 STATUSES = ("completed", "failed", "stopped", "in_progress", "queued", "created")
 
 
@@ -41,6 +42,12 @@ def fill(db: Path, tasks: int, lines: int, series: int, points: int) -> str:
         for i in range(tasks):
             doc = new_task_doc({"name": f"task {i}", "status": STATUSES[i % 6]}, "bench")
             doc["tags"] = [f"tag{i % 10}"]
+            if i < COMPARED:
+                doc["hyperparams"] = {"Args": {f"p{k}": {"section": "Args", "name": f"p{k}",
+                                      "value": str(k * (i % 3))} for k in range(50)}}  # fmt: skip
+                doc["last_metrics"] = {f"m{k}": {"v": {"metric": f"metric{k}", "variant": "v",
+                                       "value": i / 7, "min_value": 0.0, "max_value": i}}
+                                       for k in range(20)}  # fmt: skip
             insert_task(conn, doc)
         big = new_task_doc({"name": "big task"}, "bench")
         insert_task(conn, big)
@@ -120,9 +127,13 @@ def measure(browser: Browser, path: str, runs: int) -> tuple[float, float, float
     )
 
 
-def _cases(big: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+def _cases(big: str, args: argparse.Namespace, compared: list[str]) -> list[tuple[str, str]]:
     t, n = f"/tasks/{big}", args.points
     return [
+        (
+            f"compare {len(compared)} tasks (50 parameters, 20 metrics each)",
+            "/compare?ids=" + ",".join(compared),
+        ),
         (f"tasks list, first page ({args.tasks:,} tasks)", "/tasks"),
         ("tasks list, status + tag filter, by name", "/tasks?status=failed&tag=tag3&sort=name"),
         ("task page (configuration tab)", f"{t}/configuration"),
@@ -138,10 +149,10 @@ def _cases(big: str, args: argparse.Namespace) -> list[tuple[str, str]]:
     ]
 
 
-def report(browser: Browser, big: str, args: argparse.Namespace) -> None:
+def report(browser: Browser, big: str, args: argparse.Namespace, compared: list[str]) -> None:
     print("| request | cold (ms) | first byte p50 (ms) | total p50 (ms) | bytes |")
     print("|---|---:|---:|---:|---:|")
-    for label, path in _cases(big, args):
+    for label, path in _cases(big, args, compared):
         cold, first, total, size = measure(browser, path, args.runs)
         row = f"| {label} | {cold * 1e3:.0f} | {first * 1e3:.0f} | {total * 1e3:.0f} | {size:,} |"
         print(row, flush=True)
@@ -166,7 +177,13 @@ def main() -> None:
         with EmbeddedServer(db) as server:
             creds = server.credentials
             browser = Browser(server.url, creds.access_key, creds.secret_key)
-            report(browser, big, args)
+            compared = [
+                str(r[0])
+                for r in server.state.store.conn().execute(
+                    "SELECT id FROM tasks ORDER BY created LIMIT ?", (COMPARED,)
+                )
+            ]
+            report(browser, big, args, compared)
 
 
 if __name__ == "__main__":
