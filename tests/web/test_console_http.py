@@ -182,3 +182,27 @@ def test_compare_marks_differences_and_refuses_too_few(embedded_server: Embedded
     assert re.search(r'<tr class="differs"><th>Args/lr</th>', page)
     assert re.search(r'<tr class="same"><th>Args/seed</th>', page)
     assert client.get("/compare", params={"ids": ids[0]}).status_code == 400
+
+
+def test_a_bad_edit_is_refused_whole_and_a_big_form_is_taken(
+    embedded_server: EmbeddedServer,
+) -> None:
+    params = {
+        "Args": {f"p{i}": {"section": "Args", "name": f"p{i}", "value": "0"} for i in range(1500)}
+    }
+    body = {"name": "draft", "type": "training", "hyperparams": params}
+    task = api_call(embedded_server, "tasks.create", body)["id"]
+    client = _client(embedded_server)
+    page = client.get(f"/tasks/{task}/configuration").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    bad = {"csrf": csrf[1], "Args/p1": "changed", "docker_args": "--env 'unbalanced"}
+    reply = client.post(f"/tasks/{task}/action/save", data=bad)
+    assert reply.status_code == 303 and "error=docker%20arguments" in reply.headers["location"]
+    doc = api_call(embedded_server, "tasks.get_by_id", {"task": task})["task"]
+    assert doc["hyperparams"]["Args"]["p1"]["value"] == "0"  # nothing half-saved
+    form = {"csrf": csrf[1], **{f"Args/p{i}": str(i) for i in range(1500)}}
+    reply = client.post(f"/tasks/{task}/action/save", data=form)
+    assert "msg=saved" in reply.headers["location"], reply.headers["location"]
+    doc = api_call(embedded_server, "tasks.get_by_id", {"task": task})["task"]
+    assert doc["hyperparams"]["Args"]["p1499"]["value"] == "1499"

@@ -94,7 +94,10 @@ def save_calls(
             container[key] = form[field].strip()
     if container != doc["container"]:
         if container.get("arguments"):
-            shlex.split(str(container["arguments"]))  # refuse unbalanced quotes here
+            try:
+                shlex.split(str(container["arguments"]))
+            except ValueError as exc:
+                raise bad_request(f"docker arguments: {exc}") from exc
         calls.append(("tasks.edit", {"task": task, "container": container}))
     requirements = doc["script"].get("requirements") or {}
     if "requirements" in form and form["requirements"] != str(requirements.get("pip") or ""):

@@ -20,6 +20,7 @@ from agent.server.state import COMPANY_ID, ServerState
 from agent.server.web.session import COOKIE, Session, csrf_ok, csrf_token, decode_session
 
 HERE = Path(__file__).parent
+MAX_FORM_FIELDS = 100_000  # a draft's edit form has a field per hyperparameter
 # No inline script or style anywhere: every script is a file under /static.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -114,7 +115,7 @@ async def check_post(
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         return session, {}, f"cross-origin request from {origin} refused"
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FORM_FIELDS)
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     if not csrf_ok(state, session, fields.get("csrf", "")):
         return session, {}, "missing or invalid CSRF token: reload the page and try again"
