@@ -96,12 +96,12 @@ def populate(server: EmbeddedServer) -> str:
     return str(task)
 
 
-def shoot(server: EmbeddedServer, task: str, out: Path) -> None:
+def shoot(server: EmbeddedServer, task: str, out: Path, profile: str) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--no-sandbox", "--headless", "--disable-gpu",
                  "--window-size=1280,860",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):  # fmt: skip
+                 f"--user-data-dir={profile}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     wait = WebDriverWait(driver, 30)
@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(Path(tmp) / "s.db") as server:
-        shoot(server, populate(server), args.out)
+        shoot(server, populate(server), args.out, str(Path(tmp) / "chromium"))
     print(f"screenshots in {args.out}")
 
 
