@@ -52,6 +52,9 @@ def _no_script_ran(driver: WebDriver) -> None:
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.accept()
     assert driver.title != "pwned"
+    # nothing tried to run inline script either (the CSP would block it and say so)
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
 
 
 def test_unauthenticated_request_is_sent_to_login(
