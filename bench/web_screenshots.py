@@ -4,7 +4,7 @@
 
 Starts an embedded server with a few example tasks (parameters, a console log with a tqdm
 progress line, two loss curves with a spike), logs in and saves PNGs of the tasks list and
-the task page's configuration, console and scalars tabs.
+the task page's configuration, console and scalars tabs, and the queues page.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ def shoot(server: EmbeddedServer, task: str, out: Path, profile: str) -> None:
         driver.get(f"{server.url}/tasks/{task}/scalars")
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".chart canvas")))
         driver.save_screenshot(str(out / "web-scalars.png"))
+        driver.get(f"{server.url}/queues")
+        driver.save_screenshot(str(out / "web-queues.png"))
     finally:
         driver.quit()
 
