@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from agent.server.events import SCALAR
 
 MAX_POINTS = 30_000_000  # ~24 bytes a point: 0.7 GB at most
@@ -41,13 +43,15 @@ class Series:
         """(xs, ys) sorted by x: the iteration, or the wall time (seconds)."""
         if axis not in self._sorted:
             xs = self.times if axis == "time" else self.iters
-            if all(xs[i] <= xs[i + 1] for i in range(len(xs) - 1)):
+            x = np.frombuffer(xs, dtype=np.float64)
+            if bool(np.all(x[1:] >= x[:-1])):
                 self._sorted[axis] = (xs, self.values)
             else:
-                order = sorted(range(len(xs)), key=xs.__getitem__)
+                order = np.argsort(x, kind="stable")
+                y = np.frombuffer(self.values, dtype=np.float64)
                 self._sorted[axis] = (
-                    array("d", (xs[i] for i in order)),
-                    array("d", (self.values[i] for i in order)),
+                    array("d", x[order].tobytes()),
+                    array("d", y[order].tobytes()),
                 )
         return self._sorted[axis]
 
