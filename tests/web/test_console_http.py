@@ -131,6 +131,13 @@ def test_live_stream_sends_new_lines_and_a_stop_does_not_wait_for_it(tmp_path: P
     while not any("fresh" in line for line in received) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any("fresh" in line for line in received)
+    scalar = {"task": task, "type": "training_stats_scalar", "metric": "m", "variant": "v",
+              "value": 1.0, "iter": 7}  # fmt: skip
+    api_call(server, "events.add_batch", {"requests": [scalar]})
+    deadline = time.monotonic() + 10  # the charts refresh when last_iteration changes
+    while not any(line.startswith("data: [") and ", 7," in line for line in received):
+        assert time.monotonic() < deadline, received
+        time.sleep(0.05)
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 5
