@@ -18,7 +18,10 @@ DEFAULT_USER = "conveyor"
 
 def _next(value: str) -> str:
     """Only a local path: a login never sends the browser to another site."""
-    return value if value.startswith("/") and not value.startswith("//") else "/tasks"
+    local = value.startswith("/") and not value.startswith("//")
+    # browsers read "/\\evil.example" as "//evil.example": no backslash or control character
+    clean = "\\" not in value and all(ord(c) >= 0x20 for c in value)
+    return value if local and clean else "/tasks"
 
 
 def _logged_in(state: ServerState, request: Request, user: str, target: str) -> Response:

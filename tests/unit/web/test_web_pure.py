@@ -50,3 +50,11 @@ def test_sdk_links_map_to_task_tabs() -> None:
 def test_list_filter_refuses_unknown_sorts_and_statuses() -> None:
     flt = parse_filter({"sort": "doc; DROP TABLE tasks", "status": "nope", "order": "asc"})
     assert flt.sort == "created" and flt.status == "" and not flt.descending
+
+
+def test_login_only_sends_the_browser_to_a_local_path() -> None:
+    from agent.server.web.login import _next
+
+    assert _next("/tasks/abc/console?x=1") == "/tasks/abc/console?x=1"
+    for bad in ("//evil.example", "/\\evil.example", "https://evil.example", "/a\nb", ""):
+        assert _next(bad) == "/tasks"
