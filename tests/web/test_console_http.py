@@ -213,3 +213,21 @@ def test_a_bad_edit_is_refused_whole_and_a_big_form_is_taken(
     assert "msg=saved" in reply.headers["location"], reply.headers["location"]
     doc = api_call(embedded_server, "tasks.get_by_id", {"task": task})["task"]
     assert doc["hyperparams"]["Args"]["p1499"]["value"] == "1499"
+
+
+def test_tasks_list_filters_tags_and_hides_archived(embedded_server: EmbeddedServer) -> None:
+    def make(name: str, **fields: object) -> str:
+        body = {"name": name, "type": "training", **fields}
+        return str(api_call(embedded_server, "tasks.create", body)["id"])
+
+    tagged = make("tagged", tags=["gpu", 'x"gpu'])
+    almost = make("almost", tags=['x"gpu'])  # its JSON holds the text "gpu" in quotes
+    archived = make("archived", system_tags=["archived"])
+    client = _client(embedded_server)
+
+    def listed(query: str) -> set[str]:
+        return set(re.findall(r'data-task="([0-9a-f]{32})"', client.get(f"/tasks?{query}").text))
+
+    assert listed("tag=gpu") == {tagged}
+    assert almost in listed("") and archived not in listed("")
+    assert archived in listed("archived=1")

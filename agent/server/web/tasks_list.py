@@ -73,15 +73,21 @@ def _where(flt: ListFilter) -> tuple[str, list[Any]]:
         sql.append("json_extract(doc, '$.execution.queue')=?")
         args.append(flt.queue)
     if flt.tag:
-        sql.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value=?)")
-        args.append(flt.tag)
+        # a substring test first (cheap), the exact element test only for rows that pass it
+        sql.append(
+            "instr(json_extract(doc, '$.tags'), json_quote(?)) > 0 "
+            "AND EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value=?)"
+        )
+        args.extend([flt.tag, flt.tag])
     if flt.name:
         sql.append("instr(lower(name), ?) > 0")
         args.append(flt.name.lower())
     if not flt.archived:
         sql.append(
-            "NOT EXISTS (SELECT 1 FROM json_each(doc, '$.system_tags') "
-            "WHERE value IN ('archived', 'hidden'))"
+            "((instr(json_extract(doc, '$.system_tags'), '\"archived\"') = 0 "
+            "AND instr(json_extract(doc, '$.system_tags'), '\"hidden\"') = 0) "
+            "OR NOT EXISTS (SELECT 1 FROM json_each(doc, '$.system_tags') "
+            "WHERE value IN ('archived', 'hidden')))"
         )
     cursor = _uncursor(flt.after) if flt.after else None
     if cursor is not None:
