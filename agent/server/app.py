@@ -45,6 +45,7 @@ from agent.server.files import FileService
 from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
 from agent.server.watchdog import Watchdog
+from agent.server.web import web_routes
 
 log = structlog.get_logger()
 
@@ -257,9 +258,11 @@ def create_app(
             if dog:
                 dog.stop()
 
-    # The file service first: its prefix is not a "service.action" path.
+    # The file service first: its prefix is not a "service.action" path. Then the web console
+    # (GET pages and its own POST paths; agent/server/web).
     routes = [
         *FileService(state).routes(),
+        *web_routes(state),
         Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

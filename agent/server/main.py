@@ -17,6 +17,7 @@ from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
 from agent.server.state import Credentials, ServerConfig
+from agent.server.web.session import issue_login_link
 from agent.settings import Settings
 
 DB_FILENAME = "server.db"
@@ -70,6 +71,8 @@ def serve(
     files_host = files_host or files_url(url)
     for line in env_lines(url, state.credentials, files_host):
         print(f"  {line}", flush=True)
+    print(f"Web console: {url}/login/once/{issue_login_link(state.store)} (one-time login link)",
+          flush=True)  # fmt: skip
     if on_ready is not None:
         on_ready(url, state.credentials, files_host)
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
