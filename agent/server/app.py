@@ -30,6 +30,7 @@ from starlette.routing import Route
 # Importing the service modules registers their endpoints.
 from agent.server import (  # noqa: F401
     auth,
+    event_reads,
     events,
     misc,
     models,
@@ -40,7 +41,8 @@ from agent.server import (  # noqa: F401
     tasks,
     workers,
 )
-from agent.server.errors import MALFORMED_BODY, ApiError, bad_request
+from agent.server.body import parse_body, read_capped
+from agent.server.errors import ApiError
 from agent.server.files import FileService
 from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
@@ -52,7 +54,6 @@ _PATH = re.compile(
     r"^/(?:api/)?(?:v(?P<version>\d+(?:\.\d+)*)/)?(?P<service>[a-z_]+)\.(?P<action>[a-z_]+)/?$"
 )
 _WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
-_JSON_LINES_ENDPOINTS = frozenset({"events.add_batch"})
 
 
 def encode(
@@ -85,54 +86,6 @@ class Reply:
 
     def response(self) -> Response:
         return Response(self.content, status_code=self.code, media_type="application/json")
-
-
-def _json_lines(text: str) -> tuple[Any, ...]:
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise bad_request(
-                f"malformed JSON on line {number}: {exc.msg}", MALFORMED_BODY
-            ) from exc
-    return tuple(items)
-
-
-def parse_body(
-    raw: bytes, content_type: str, endpoint: str
-) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    """(body object, json-lines items). Raises 400 for anything that is not JSON."""
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise bad_request("request body is not UTF-8", MALFORMED_BODY) from exc
-    if not text:
-        return {}, ()
-    lines_allowed = endpoint in _JSON_LINES_ENDPOINTS
-    if lines_allowed and ("json-lines" in content_type or ("\n" in text and text[0] == "{")):
-        try:
-            single = json.loads(text)
-        except json.JSONDecodeError:
-            return {}, _json_lines(text)
-        if isinstance(single, list):
-            return {}, tuple(single)
-        if isinstance(single, dict) and "requests" in single:
-            return single, ()
-        return {}, (single,)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad_request(f"malformed JSON body: {exc.msg} (at {exc.pos})", MALFORMED_BODY) from exc
-    if lines_allowed and isinstance(value, list):
-        return {}, tuple(value)
-    if not isinstance(value, dict):
-        raise bad_request(
-            f"request body must be a JSON object, got {type(value).__name__}", MALFORMED_BODY
-        )
-    return value, ()
 
 
 def _worker(request: Request) -> str:
@@ -225,10 +178,20 @@ def create_app(
             msg = f"unknown endpoint {name!r} (not supported by this server)"
             return Reply.of(404, None, name, msg=msg).response()
         try:
-            raw = await request.body()
+            raw = await read_capped(
+                request.stream(), request.headers.get("content-length"), state.config.max_body
+            )
         except ClientDisconnect:  # the client gave up (e.g. a cancelled poll): nobody to answer
             log.debug("client disconnected before its request body was read", endpoint=name)
             return Response(status_code=400)
+        except ApiError as exc:  # too large: answered now, the rest is never read
+            reply = Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
+            return Response(
+                reply.content,
+                status_code=exc.code,
+                media_type="application/json",
+                headers={"Connection": "close"},
+            )
         incoming = Incoming(
             name=name,
             raw=raw,
