@@ -41,7 +41,13 @@ from agent.server import (  # noqa: F401
     tasks,
     workers,
 )
-from agent.server.body import parse_body, read_capped
+from agent.server.body import (
+    LARGE_BODY,
+    large_body_slot,
+    parse_body,
+    read_capped,
+    too_large,
+)
 from agent.server.errors import ApiError
 from agent.server.files import FileService
 from agent.server.registry import Call, Endpoint, Identity, lookup
@@ -134,6 +140,12 @@ def process(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply
         return _refusal(incoming.name, exc)
 
 
+def process_bounded(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
+    """``process`` in a worker thread; large bodies take turns (``body.large_body_slot``)."""
+    with large_body_slot(len(incoming.raw)):
+        return process(state, endpoint, incoming)
+
+
 async def process_waiting(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
     """A waiting endpoint's request, on the event loop."""
     assert endpoint.waiting is not None
@@ -201,10 +213,12 @@ def create_app(
             worker=_worker(request),
         )
         if endpoint.waiting is not None:
+            if len(raw) > LARGE_BODY:  # parsed on the event loop: kept small
+                return Reply.of(413, None, name, msg=too_large(LARGE_BODY, "passes").msg).response()
             return (await process_waiting(state, endpoint, incoming)).response()
-        if endpoint.inline and not state.store.write_busy():
+        if endpoint.inline and len(raw) <= LARGE_BODY and not state.store.write_busy():
             return process(state, endpoint, incoming).response()
-        reply = await run_in_threadpool(process, state, endpoint, incoming)
+        reply = await run_in_threadpool(process_bounded, state, endpoint, incoming)
         return reply.response()
 
     @asynccontextmanager

@@ -10,16 +10,24 @@ a C-speed scan of the text says one may be there, so a large events batch pays n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Iterable
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from agent.server.errors import MALFORMED_BODY, ApiError, bad_request
 
 MAX_DEPTH = 100  # nesting of objects and arrays; ClearML documents nest a handful of levels
 PAYLOAD_TOO_LARGE = 413
+# A parsed body can take ~25 times its size (16 MiB of ``{},`` is 5.6 M dicts, ~430 MB): at
+# most LARGE_SLOTS bodies over LARGE_BODY bytes are parsed and handled at once (the others
+# wait their turn in their worker thread), and none of them on the event loop.
+LARGE_BODY = 1024 * 1024
+LARGE_SLOTS = 2
+_large = threading.BoundedSemaphore(LARGE_SLOTS)
 _JSON_LINES_ENDPOINTS = frozenset({"events.add_batch"})
 # A number that may not fit a float (a 3-digit exponent, or 300 digits), a \u escape of a
 # UTF-16 surrogate: only then is the parsed body walked.
@@ -51,6 +59,16 @@ async def read_capped(
             raise too_large(limit, "passes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def large_body_slot(size: int) -> Iterator[None]:
+    """Holds one of the LARGE_SLOTS while a body of ``size`` bytes is handled, if it is large."""
+    if size <= LARGE_BODY:
+        yield
+        return
+    with _large:
+        yield
 
 
 def _refuse_constant(name: str) -> Any:

@@ -120,3 +120,10 @@ def test_body_at_the_cap_is_taken(capped: EmbeddedServer, tmp_path: Path) -> Non
     task = api_call(capped, "tasks.create", {"name": "at-cap", "comment": filler})
     doc = api_call(capped, "tasks.get_by_id", {"task": task["id"]})["task"]
     assert len(doc["comment"]) == len(filler)
+
+
+def test_a_long_poll_with_a_large_body_is_refused(shared_server: EmbeddedServer) -> None:
+    """Long polls parse on the event loop: their bodies are kept small."""
+    content = '{"queues": [], "timeout": 0, "pad": "' + "z" * (2 * 1024 * 1024) + '"}'
+    response = api_raw(shared_server, "queues.wait_for_entries", content=content)
+    assert "limit" in _refused(response, 413)
