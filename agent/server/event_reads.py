@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.server.errors import bad_request
-from agent.server.fields import opt_bool, opt_int, opt_list, opt_str, req_str
+from agent.server.fields import INT64, opt_bool, opt_int, opt_list, opt_str, req_str
 from agent.server.registry import Call, endpoint
 from agent.server.store import loads
 from agent.server.taskstore import load_task
@@ -61,10 +61,10 @@ def _decode_scroll(scroll: str) -> dict[str, int]:
         return {}
     try:
         state = json.loads(scroll)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise bad_request(f"invalid scroll_id {scroll[:80]!r}") from exc
     if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        isinstance(k, str) and type(v) is int and INT64[0] <= v <= INT64[1]
         for k, v in state.items()
     ):
         raise bad_request(f"invalid scroll_id {scroll[:80]!r}")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.server.errors import bad_request
-from agent.server.fields import opt_bool, opt_int, opt_list, opt_str, req_str
+from agent.server.fields import INT64, opt_bool, opt_int, opt_list, opt_str, req_str
 from agent.server.registry import Call, endpoint
 from agent.server.store import dumps, loads
 from agent.server.taskstore import load_task, save_task
@@ -39,7 +39,10 @@ def _number(event: Mapping[str, Any], key: str, index: int, kind: type) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"event {index}: field '{key}' must be a number")
-    return kind(value)
+    number = kind(value)
+    if kind is int and not INT64[0] <= number <= INT64[1]:
+        raise bad_request(f"event {index}: field '{key}' is out of range (a 64-bit integer)")
+    return number
 
 
 def _check_event(event: Any, index: int) -> dict[str, Any]:
@@ -172,9 +175,12 @@ def _scroll(call: Call) -> int:
     if not scroll:
         return 0
     try:
-        return int(scroll)
+        seq = int(scroll)
     except ValueError as exc:
-        raise bad_request(f"invalid scroll_id {scroll!r}") from exc
+        raise bad_request(f"invalid scroll_id {scroll[:80]!r}") from exc
+    if not 0 <= seq <= INT64[1]:
+        raise bad_request(f"invalid scroll_id {scroll[:80]!r}")
+    return seq
 
 
 @endpoint("events.get_task_events")

@@ -119,7 +119,9 @@ def _value(kind: str, ids: list[str]) -> st.SearchStrategy[Any]:
     typed = {
         "str": st.sampled_from(ids) | st.text(max_size=20),
         "bool": st.booleans() | st.sampled_from(["true", "no", "maybe"]),
-        "int": st.integers(-(2**40), 2**40) | st.sampled_from([0, -1, 10**6, "7", "x"]),
+        "int": st.integers(-(2**40), 2**40)
+        | st.integers()
+        | st.sampled_from([0, -1, 10**6, 2**63, -(2**63) - 1, 10**30, 1e300, "7", "x"]),
         "float": st.floats(allow_nan=False, allow_infinity=False) | st.just("1.5"),
         "str_list": st.lists(st.sampled_from(ids) | st.text(max_size=10), max_size=4),
         "dict": st.dictionaries(st.text(max_size=10), _json(), max_size=4),

@@ -127,3 +127,20 @@ def test_a_long_poll_with_a_large_body_is_refused(shared_server: EmbeddedServer)
     content = '{"queues": [], "timeout": 0, "pad": "' + "z" * (2 * 1024 * 1024) + '"}'
     response = api_raw(shared_server, "queues.wait_for_entries", content=content)
     assert "limit" in _refused(response, 413)
+
+
+def test_integers_past_64_bits_are_refused(shared_server: EmbeddedServer) -> None:
+    """SQLite stores 64-bit integers: a larger one is a 400 naming the field, not a 500."""
+    task = api_call(shared_server, "tasks.create", {"name": "big-ints"})["id"]
+    event = {"task": task, "type": "training_stats_scalar", "value": 1, "iter": 2**70}
+    msg = _refused(api_raw(shared_server, "events.add", event), 400, 12)
+    assert "'iter' is out of range" in msg
+    msg = _refused(api_raw(shared_server, "tasks.get_all", {"page_size": 10**30}), 400, 12)
+    assert "'page_size' is out of range" in msg
+    body: dict[str, Any] = {"task": task, "scroll_id": "9" * 30}
+    assert "scroll_id" in _refused(api_raw(shared_server, "events.get_task_events", body), 400)
+    metrics = [{"task": task}]
+    body = {"metrics": metrics, "scroll_id": f'{{"{task}": {2**64}}}'}
+    assert "scroll_id" in _refused(api_raw(shared_server, "events.debug_images", body), 400)
+    body = {"metrics": metrics, "scroll_id": "[" * 100_000}
+    assert "scroll_id" in _refused(api_raw(shared_server, "events.debug_images", body), 400)
