@@ -22,3 +22,20 @@ def test_no_stats_and_no_invented_answers(embedded_server: EmbeddedServer) -> No
     assert "usage statistics" in response.json()["meta"]["result_msg"]
     option = api_call(embedded_server, "server.report_stats_option", {})
     assert option["enabled"] is False
+
+
+def test_queue_metrics_are_sampled_now(embedded_server: EmbeddedServer) -> None:
+    queue = api_call(embedded_server, "queues.create", {"name": "metrics-q"})["id"]
+    for name in ("a", "b"):
+        task = api_call(embedded_server, "tasks.create", {"name": name})["id"]
+        api_call(embedded_server, "tasks.enqueue", {"task": task, "queue": queue})
+    body = {"queue_ids": [queue], "from_date": 0, "to_date": 4_000_000_000, "interval": 60}
+    [series] = api_call(embedded_server, "queues.get_queue_metrics", body)["queues"]
+    assert series["queue"] == queue
+    assert series["queue_lengths"] == [2]
+    assert len(series["dates"]) == 1 and series["avg_waiting_times"][0] >= 0
+    past = {"queue_ids": [queue], "from_date": 0, "to_date": 1}
+    [empty] = api_call(embedded_server, "queues.get_queue_metrics", past)["queues"]
+    assert empty["queue_lengths"] == [] and empty["dates"] == []
+    missing = api_raw(embedded_server, "queues.get_queue_metrics", {"queue_ids": ["nope"]})
+    assert missing.status_code == 400
