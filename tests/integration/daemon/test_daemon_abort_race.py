@@ -2,9 +2,9 @@
 
 The SDK's own `tasks.started` (sent by `Task.init` in a task an agent runs) used to erase the
 "stopping" request of a stop that came just before it; the agent never saw it and the task ran
-on. Stops are sent at offsets from 0 to 2 s after the script started (it writes a marker file
-before it imports clearml), which spans the import, `Task.init` and its `tasks.started`; the
-agent polls every POLL seconds, so a stop waits for it while the SDK starts.
+on. Stops are sent at offsets from 0 to 2 s after the script calls `Task.init` (it writes a
+marker file just before), which spans `Task.init` and its `tasks.started`; the agent polls every
+POLL seconds, so a stop waits for it while the SDK starts.
 Every task must end `stopped`, in bounded time.
 """
 
@@ -28,9 +28,9 @@ SCRIPT = textwrap.dedent(
     import sys
     import time
 
-    open(sys.argv[1], "w").close()
     from clearml import Task
 
+    open(sys.argv[1], "w").close()
     task = Task.init(project_name="aborts", task_name="sleeper")
     print("task initialised", flush=True)
     time.sleep(300)
