@@ -233,7 +233,7 @@ def test_fields_are_found_for_the_endpoints_that_read_them() -> None:
 
 
 def test_no_endpoint_answers_5xx(live: Live) -> None:
-    _fuzz(live, 250)
+    _fuzz(live, 200)
 
 
 @pytest.mark.fuzz_long
