@@ -30,6 +30,7 @@ from starlette.routing import Route
 # Importing the service modules registers their endpoints.
 from agent.server import (  # noqa: F401
     auth,
+    event_reads,
     events,
     misc,
     models,
@@ -40,7 +41,14 @@ from agent.server import (  # noqa: F401
     tasks,
     workers,
 )
-from agent.server.errors import MALFORMED_BODY, ApiError, bad_request
+from agent.server.body import (
+    LARGE_BODY,
+    large_body_slot,
+    parse_body,
+    read_capped,
+    too_large,
+)
+from agent.server.errors import ApiError
 from agent.server.files import FileService
 from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
@@ -53,7 +61,6 @@ _PATH = re.compile(
     r"^/(?:api/)?(?:v(?P<version>\d+(?:\.\d+)*)/)?(?P<service>[a-z_]+)\.(?P<action>[a-z_]+)/?$"
 )
 _WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
-_JSON_LINES_ENDPOINTS = frozenset({"events.add_batch"})
 
 
 def encode(
@@ -86,54 +93,6 @@ class Reply:
 
     def response(self) -> Response:
         return Response(self.content, status_code=self.code, media_type="application/json")
-
-
-def _json_lines(text: str) -> tuple[Any, ...]:
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise bad_request(
-                f"malformed JSON on line {number}: {exc.msg}", MALFORMED_BODY
-            ) from exc
-    return tuple(items)
-
-
-def parse_body(
-    raw: bytes, content_type: str, endpoint: str
-) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    """(body object, json-lines items). Raises 400 for anything that is not JSON."""
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise bad_request("request body is not UTF-8", MALFORMED_BODY) from exc
-    if not text:
-        return {}, ()
-    lines_allowed = endpoint in _JSON_LINES_ENDPOINTS
-    if lines_allowed and ("json-lines" in content_type or ("\n" in text and text[0] == "{")):
-        try:
-            single = json.loads(text)
-        except json.JSONDecodeError:
-            return {}, _json_lines(text)
-        if isinstance(single, list):
-            return {}, tuple(single)
-        if isinstance(single, dict) and "requests" in single:
-            return single, ()
-        return {}, (single,)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad_request(f"malformed JSON body: {exc.msg} (at {exc.pos})", MALFORMED_BODY) from exc
-    if lines_allowed and isinstance(value, list):
-        return {}, tuple(value)
-    if not isinstance(value, dict):
-        raise bad_request(
-            f"request body must be a JSON object, got {type(value).__name__}", MALFORMED_BODY
-        )
-    return value, ()
 
 
 def _worker(request: Request) -> str:
@@ -182,6 +141,12 @@ def process(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply
         return _refusal(incoming.name, exc)
 
 
+def process_bounded(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
+    """``process`` in a worker thread; large bodies take turns (``body.large_body_slot``)."""
+    with large_body_slot(len(incoming.raw)):
+        return process(state, endpoint, incoming)
+
+
 async def process_waiting(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Reply:
     """A waiting endpoint's request, on the event loop."""
     assert endpoint.waiting is not None
@@ -226,10 +191,20 @@ def create_app(
             msg = f"unknown endpoint {name!r} (not supported by this server)"
             return Reply.of(404, None, name, msg=msg).response()
         try:
-            raw = await request.body()
+            raw = await read_capped(
+                request.stream(), request.headers.get("content-length"), state.config.max_body
+            )
         except ClientDisconnect:  # the client gave up (e.g. a cancelled poll): nobody to answer
             log.debug("client disconnected before its request body was read", endpoint=name)
             return Response(status_code=400)
+        except ApiError as exc:  # too large: answered now, the rest is never read
+            reply = Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
+            return Response(
+                reply.content,
+                status_code=exc.code,
+                media_type="application/json",
+                headers={"Connection": "close"},
+            )
         incoming = Incoming(
             name=name,
             raw=raw,
@@ -239,10 +214,12 @@ def create_app(
             worker=_worker(request),
         )
         if endpoint.waiting is not None:
+            if len(raw) > LARGE_BODY:  # parsed on the event loop: kept small
+                return Reply.of(413, None, name, msg=too_large(LARGE_BODY, "passes").msg).response()
             return (await process_waiting(state, endpoint, incoming)).response()
-        if endpoint.inline and not state.store.write_busy():
+        if endpoint.inline and len(raw) <= LARGE_BODY and not state.store.write_busy():
             return process(state, endpoint, incoming).response()
-        reply = await run_in_threadpool(process, state, endpoint, incoming)
+        reply = await run_in_threadpool(process_bounded, state, endpoint, incoming)
         return reply.response()
 
     @asynccontextmanager

@@ -20,7 +20,7 @@ import uvicorn
 from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.files import files_url
-from agent.server.state import Credentials, ServerConfig, ServerState
+from agent.server.state import DEFAULT_MAX_BODY, Credentials, ServerConfig, ServerState
 
 __all__ = [
     "Credentials",
@@ -108,6 +108,7 @@ class EmbeddedServer:
         files_root: Path | None = None,
         files_quota: int | None = None,
         files_public: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         check_bind(host, credentials)
         self._host = host
@@ -121,6 +122,7 @@ class EmbeddedServer:
             files_root=files_root,
             files_quota=files_quota,
             files_public=files_public,
+            max_body=max_body,
         )
         self._state: ServerState | None = None
         self._server: AppServer | None = None

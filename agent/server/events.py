@@ -1,4 +1,5 @@
-"""events.*: console log lines and metrics reported by tasks.
+"""events.*: console log lines and metrics reported by tasks (debug images, single values and
+metric names are read in ``event_reads``).
 
 ``add_batch`` validates the whole batch before storing any of it. Log reads page by timestamp
 (``navigate_earlier`` + ``from_timestamp``); other reads page with an opaque ``scroll_id``.
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.server.errors import bad_request
-from agent.server.fields import opt_bool, opt_int, opt_list, opt_str, opt_str_list, req_str
+from agent.server.fields import INT64, opt_bool, opt_int, opt_list, opt_str, req_str
 from agent.server.registry import Call, endpoint
 from agent.server.store import dumps, loads
 from agent.server.taskstore import load_task, save_task
@@ -38,7 +39,10 @@ def _number(event: Mapping[str, Any], key: str, index: int, kind: type) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"event {index}: field '{key}' must be a number")
-    return kind(value)
+    number = kind(value)
+    if kind is int and not INT64[0] <= number <= INT64[1]:
+        raise bad_request(f"event {index}: field '{key}' is out of range (a 64-bit integer)")
+    return number
 
 
 def _check_event(event: Any, index: int) -> dict[str, Any]:
@@ -172,9 +176,12 @@ def _scroll(call: Call) -> int:
     if not scroll:
         return 0
     try:
-        return int(scroll)
+        seq = int(scroll)
     except ValueError as exc:
-        raise bad_request(f"invalid scroll_id {scroll!r}") from exc
+        raise bad_request(f"invalid scroll_id {scroll[:80]!r}") from exc
+    if not 0 <= seq <= INT64[1]:
+        raise bad_request(f"invalid scroll_id {scroll[:80]!r}")
+    return seq
 
 
 @endpoint("events.get_task_events")
@@ -273,22 +280,6 @@ def get_task_plots(call: Call) -> dict[str, Any]:
         latest = sorted({p.get("iter", 0) for p in plots})[-iters:]
         plots = [p for p in plots if p.get("iter", 0) in latest]
     return {"plots": plots, "returned": len(plots), "total": len(plots), "scroll_id": None}
-
-
-@endpoint("events.debug_images", "events.get_debug_image_sample")
-def debug_images(call: Call) -> dict[str, Any]:
-    return {"metrics": [], "scroll_id": None}
-
-
-@endpoint("events.get_task_single_value_metrics")
-def get_task_single_value_metrics(call: Call) -> dict[str, Any]:
-    ids = opt_str_list(call.body, "tasks") or []
-    return {"tasks": [{"task": t, "values": []} for t in ids]}
-
-
-@endpoint("events.get_task_metrics")
-def get_task_metrics(call: Call) -> dict[str, Any]:
-    return {"metrics": []}
 
 
 @endpoint("events.delete_for_task")

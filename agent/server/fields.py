@@ -56,22 +56,30 @@ def opt_bool(body: Body, name: str, default: bool = False) -> bool:
     raise _wrong(name, "a boolean", value)
 
 
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite stores; a larger integer is refused, not a 500
+
+
 def opt_int(body: Body, name: str, default: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool):
         raise _wrong(name, "an integer", value)
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
-            pass
-    raise _wrong(name, "an integer", value)
+            number = None
+    if number is None:
+        raise _wrong(name, "an integer", value)
+    if not INT64[0] <= number <= INT64[1]:
+        raise bad_request(f"field '{name}' is out of range (a 64-bit integer)")
+    return number
 
 
 def opt_float(body: Body, name: str, default: float | None = None) -> float | None:

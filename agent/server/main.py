@@ -16,7 +16,7 @@ from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
-from agent.server.state import Credentials, ServerConfig
+from agent.server.state import DEFAULT_MAX_BODY, Credentials, ServerConfig
 from agent.server.web.session import issue_login_link
 from agent.settings import Settings
 
@@ -43,6 +43,7 @@ def serve(
     files_host: str = "",
     files_quota: int | None = None,
     files_public: bool = False,
+    max_body: int = DEFAULT_MAX_BODY,
     on_ready: Callable[[str, Credentials, str], None] | None = None,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM); prints the CLEARML_* lines to paste.
@@ -51,7 +52,8 @@ def serve(
     where the server is, so other ``conveyor`` commands on this machine find it).
     ``files_host`` (what is printed as ``CLEARML_FILES_HOST``) defaults to this server's own
     file service, ``<url>/files``, storing under ``<db dir>/files`` (at most ``files_quota``
-    bytes; downloads without a token if ``files_public``).
+    bytes; downloads without a token if ``files_public``). An API request body over
+    ``max_body`` bytes is refused with 413.
     Raises ``ServerRefused`` for a non-loopback ``host`` without explicit ``credentials``.
     """
     check_bind(host, credentials)
@@ -62,6 +64,7 @@ def serve(
             worker_timeout=worker_timeout,
             files_quota=files_quota,
             files_public=files_public,
+            max_body=max_body,
         )
     )
     sock = bind_socket(host, port)

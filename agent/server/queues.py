@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import datetime
 from typing import Any
 
 from agent.server import queue_ops
@@ -22,7 +24,7 @@ from agent.server.fields import (
 )
 from agent.server.listing import ListSpec, keep, order_and_page, parse_query
 from agent.server.registry import Call, endpoint, waiting_endpoint
-from agent.server.store import loads, now_iso
+from agent.server.store import loads
 from agent.server.taskstore import find_task, save_task, set_status
 
 _SPEC = ListSpec("queues.get_all", handled=frozenset({"max_task_entries"}))
@@ -215,4 +217,27 @@ def delete(call: Call) -> dict[str, Any]:
 
 @endpoint("queues.get_queue_metrics")
 def get_queue_metrics(call: Call) -> dict[str, Any]:
-    return {"queues": [], "stamp": now_iso()}
+    """Each queue's length and its entries' mean wait (s), sampled now: no history is kept,
+    so a series holds one point when now is within ``from_date``..``to_date``, else none."""
+    wanted = opt_str_list(call.body, "queue_ids")
+    start, end = opt_float(call.body, "from_date"), opt_float(call.body, "to_date")
+    now = time.time()
+    sampled = (start is None or start <= now) and (end is None or now <= end)
+    conn = call.store.conn()
+    if wanted is None:
+        wanted = [str(r[0]) for r in conn.execute("SELECT id FROM queues ORDER BY name")]
+    out = []
+    for queue_id in wanted:
+        queue_ops.load_queue(conn, queue_id)
+        waits = [
+            now - datetime.fromisoformat(e["added"]).timestamp()
+            for e in queue_ops.entries(conn, queue_id)
+        ]
+        series: dict[str, Any] = {"queue": queue_id, "dates": [], "avg_waiting_times": []}
+        series["queue_lengths"] = []
+        if sampled:
+            series["dates"] = [int(now)]
+            series["avg_waiting_times"] = [sum(waits) / len(waits) if waits else 0.0]
+            series["queue_lengths"] = [len(waits)]
+        out.append(series)
+    return {"queues": out}

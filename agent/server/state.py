@@ -17,6 +17,7 @@ DEFAULT_QUEUE_NAME = "default"
 DEFAULT_WORKER_TIMEOUT = 600.0  # seconds without a report before a worker is dropped
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
 MAX_TOKEN_TTL = 365 * 24 * 3600
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # API request bodies (the SDK's event batches stay < 15 MB)
 FILES_DIRNAME = "files"  # the file service's storage, next to the database by default
 
 
@@ -37,6 +38,7 @@ class ServerConfig:
     files_root: Path | None = None  # the file service's storage; None: <db dir>/files
     files_quota: int | None = None  # bytes the file service may store; None: the disk's size
     files_public: bool = False  # downloads without a token (uploads and deletes always need one)
+    max_body: int = DEFAULT_MAX_BODY  # bytes of an API request body; larger is 413 (not /files)
 
     @property
     def files_dir(self) -> Path:

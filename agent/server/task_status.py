@@ -38,6 +38,8 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
         target = lifecycle.check(action, doc["status"], force)
         if action == "completed" and opt_bool(call.body, "publish"):
             target = PUBLISHED
+        if action == "started":
+            reason, message = _start_keeps_stop(conn, doc, reason, message)
         queue_ops.remove(conn, task_id)
         queue_ops.unclaim(conn, task_id)
         set_status(doc, target, reason, message)
@@ -47,6 +49,33 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
             doc["last_worker"] = call.worker
         save_task(conn, doc)
     return {"updated": 1, "fields": _fields(doc)}
+
+
+def stop_requested(doc: dict[str, Any]) -> bool:
+    """Has ``tasks.stop`` asked the worker running this task to stop it?"""
+    return doc["status"] == IN_PROGRESS and doc.get("status_message") == STOPPING
+
+
+def _start_keeps_stop(
+    conn: sqlite3.Connection, doc: dict[str, Any], reason: str, message: str
+) -> tuple[str, str]:
+    """(reason, message) for ``tasks.started``: a stop request stands until the task ends.
+
+    The SDK's own ``tasks.started`` (sent by ``Task.init`` in a task an agent runs) must not
+    erase a ``tasks.stop`` that landed before it; and a task stopped between its pop and its
+    start (the stop took it at once) is not started, even with ``force``.
+    """
+    if stop_requested(doc):
+        return doc.get("status_reason") or "", STOPPING
+    claimed = conn.execute("SELECT 1 FROM claims WHERE task=?", (doc["id"],)).fetchone()
+    if doc["status"] == STOPPED and claimed is not None:
+        raise ApiError(
+            400,
+            INVALID_TASK_STATUS,
+            f"invalid task status: task {doc['id']!r} was stopped after a worker popped it "
+            "and before it started: not started",
+        )
+    return reason, message
 
 
 def _registered(conn: sqlite3.Connection, worker: str) -> bool:
