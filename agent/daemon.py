@@ -359,7 +359,9 @@ class Daemon:
 
     async def _register(self) -> None:
         for slot in self.slots:
-            await self.api.register_worker(slot.worker_id, self.queue_ids)
+            await self.api.register_worker(
+                slot.worker_id, self.queue_ids, timeout=self.settings.worker_timeout
+            )
 
     async def _unregister(self) -> None:
         for slot in self.slots:

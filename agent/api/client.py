@@ -259,7 +259,9 @@ class ApiClient:
         return await self._list("queues.get_all", {}, "queues")
 
     # --- workers -------------------------------------------------------------------------
-    async def register_worker(self, worker: str, queues: Sequence[str], timeout: int = 600) -> None:
+    async def register_worker(
+        self, worker: str, queues: Sequence[str], timeout: float = 600.0
+    ) -> None:
         body = {"worker": worker, "queues": list(queues), "timeout": timeout}
         await self.call("workers.register", body)
 
