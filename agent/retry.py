@@ -207,6 +207,7 @@ _TRANSIENT_ENVIRONMENT = (
     "502 bad gateway",
     "503 service unavailable",
     "504 gateway timeout",
+    "docker engine:",  # the container engine went away under the task (container.py)
 )
 
 

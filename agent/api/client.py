@@ -30,6 +30,7 @@ from agent.api.errors import (
     ProtocolError,
 )
 from agent.api.models import ModelInfo, TaskSpec
+from agent.retry import attempt_of
 
 # events.add_batch: the server takes chunks up to ~15 MB; stay well below.
 MAX_EVENTS_REQUEST_BYTES = 8 * 1024 * 1024
@@ -112,6 +113,18 @@ class ApiClient:
         doc = tasks[0]
         return str(doc.get("status") or ""), str(doc.get("status_message") or "")
 
+    async def task_progress(self, task_id: str) -> tuple[str, str, int]:
+        """``(status, status_message, attempt)``: the abort watch's poll; the attempt is the
+        retry counter on the task (``runtime.conveyor_attempt``, 1 when unset)."""
+        body = {"id": [task_id], "only_fields": [*STATUS_FIELDS, "runtime"]}
+        tasks = await self._list("tasks.get_all", body, "tasks")
+        if not tasks:
+            raise NotFoundError(400, 101, f"task {task_id} not found", "tasks.get_all")
+        doc = tasks[0]
+        runtime = doc.get("runtime") if isinstance(doc.get("runtime"), dict) else None
+        status, message = str(doc.get("status") or ""), str(doc.get("status_message") or "")
+        return status, message, attempt_of(runtime)
+
     async def started(self, task_id: str, message: str = "pulled by agent") -> None:
         await self.call(
             "tasks.started", {"task": task_id, "force": True, "status_message": message}
@@ -126,8 +139,10 @@ class ApiClient:
         body = {"task": task_id, "force": force, "status_reason": reason, "status_message": message}
         await self.call("tasks.failed", body)
 
-    async def stopped(self, task_id: str, reason: str) -> None:
-        body = {"task": task_id, "force": True, "status_reason": reason, "status_message": ""}
+    async def stopped(
+        self, task_id: str, reason: str, *, message: str = "", force: bool = True
+    ) -> None:
+        body = {"task": task_id, "force": force, "status_reason": reason, "status_message": message}
         await self.call("tasks.stopped", body)
 
     async def set_requirements(self, task_id: str, pip: str, org_pip: str = "") -> None:
@@ -163,8 +178,16 @@ class ApiClient:
         task_id: str = require(data, "id", str, "tasks.create")
         return task_id
 
-    async def enqueue(self, task_id: str, queue_id: str) -> None:
-        await self.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+    async def enqueue(
+        self, task_id: str, queue_id: str, *, reason: str = "", message: str = ""
+    ) -> None:
+        body = {"task": task_id, "queue": queue_id}
+        if reason or message:
+            body |= {"status_reason": reason, "status_message": message}
+        await self.call("tasks.enqueue", body)
+
+    async def move_to_front(self, queue_id: str, task_id: str) -> None:
+        await self.call("queues.move_task_to_front", {"queue": queue_id, "task": task_id})
 
     async def stop_task(self, task_id: str, reason: str = "") -> None:
         """A user's abort (``tasks.stop``): the agent running the task notices and stops it."""

@@ -35,6 +35,17 @@ def abort_reason_from_status(status: str, status_message: str) -> str | None:
     return f"task status changed to {status!r} on the server"
 
 
+def superseded_reason(attempt: int | None, server_attempt: int) -> str | None:
+    """Pure: the reason to stop when the server moved the task to a later attempt (this agent
+    was cut off long enough for the watchdog to requeue it), or None."""
+    if attempt is None or server_attempt <= attempt:
+        return None
+    return (
+        f"the task was requeued meanwhile (attempt {server_attempt} owns it now; this agent "
+        "had lost contact with the server)"
+    )
+
+
 class AbortWatch(SideTask):
     """Polls the task's status as a named side task; ``event`` is set when the task must end."""
 
@@ -47,6 +58,8 @@ class AbortWatch(SideTask):
         self.interval = interval
         self.event = asyncio.Event()
         self.reason: str | None = None
+        self.attempt: int | None = None  # this run's attempt number, once known
+        self.superseded = False  # tripped because a later attempt owns the task
 
     def trip(self, reason: str) -> None:
         if self.reason is None:
@@ -76,11 +89,15 @@ class AbortWatch(SideTask):
 
     async def _check_server(self) -> str | None:
         try:
-            status, message = await self.api.task_status(self.task_id)
+            status, message, server_attempt = await self.api.task_progress(self.task_id)
         except NotFoundError:
             return f"{ABORTED_BY_USER} (task was deleted)"
         except ApiError as exc:
             # A transient refusal must not abort a running task; the next poll retries.
             log.warning("abort watch: status poll failed", task_id=self.task_id, error=str(exc))
             return None
+        superseded = superseded_reason(self.attempt, server_attempt)
+        if superseded is not None:
+            self.superseded = True  # set before the trip: the run then reports nothing
+            return superseded
         return abort_reason_from_status(status, message)
