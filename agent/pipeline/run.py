@@ -132,12 +132,9 @@ class _Run:
     verdict: retry.Verdict | None = None
     superseded: bool = False  # the server gave the task to a later attempt meanwhile
 
-    def retry(self, verdict: retry.Verdict | None, console: TaskConsole) -> bool:
-        if verdict is None:
-            return False
+    def retry(self, verdict: retry.Verdict | None) -> None:
+        """Note the policy's verdict (None: the failure is the task's own, reported as is)."""
         self.verdict = verdict
-        console.error(verdict.console)
-        return True
 
 
 async def _run_stages(
@@ -174,7 +171,7 @@ async def _run_stages(
         outcome = judge(ending.exit, ending.cause)
         if outcome.status is Status.FAILED:
             verdict = verdict_for_exit(run.attempt, ending.exit.returncode, outcome.reason)
-            run.retry(verdict, console)
+            run.retry(verdict)
         return outcome
     except TaskDocumentError as exc:
         console.error(f"malformed task document: {exc}")
@@ -182,7 +179,7 @@ async def _run_stages(
     except StageError as exc:
         console.error(exc.reason)
         if run.attempt is not None:
-            run.retry(verdict_for_stage(run.attempt, exc.stage, exc.reason), console)
+            run.retry(verdict_for_stage(run.attempt, exc.stage, exc.reason))
         return Outcome.failed(exc.reason)
     except Aborted:
         return Outcome.stopped(watch.reason or "aborted")
