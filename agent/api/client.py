@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from agent.api.connection import Connection, Request
-from agent.api.envelope import JSON_LINES, encode_body, encode_json_lines, require
+from agent.api.envelope import JSON_LINES, chunk_json_lines, encode_body, require
 from agent.api.errors import (
     HTTP_BAD_REQUEST,
     HTTP_NOT_FOUND,
@@ -106,12 +106,8 @@ class ApiClient:
 
     async def task_status(self, task_id: str) -> tuple[str, str]:
         """``(status, status_message)``: the cheap poll that detects an abort."""
-        body = {"id": [task_id], "only_fields": list(STATUS_FIELDS)}
-        tasks = await self._list("tasks.get_all", body, "tasks")
-        if not tasks:
-            raise NotFoundError(400, 101, f"task {task_id} not found", "tasks.get_all")
-        doc = tasks[0]
-        return str(doc.get("status") or ""), str(doc.get("status_message") or "")
+        status, message, _ = await self.task_progress(task_id)
+        return status, message
 
     async def task_progress(self, task_id: str) -> tuple[str, str, int]:
         """``(status, status_message, attempt)``: the abort watch's poll; the attempt is the
@@ -120,10 +116,9 @@ class ApiClient:
         tasks = await self._list("tasks.get_all", body, "tasks")
         if not tasks:
             raise NotFoundError(400, 101, f"task {task_id} not found", "tasks.get_all")
-        doc = tasks[0]
-        runtime = doc.get("runtime") if isinstance(doc.get("runtime"), dict) else None
-        status, message = str(doc.get("status") or ""), str(doc.get("status_message") or "")
-        return status, message, attempt_of(runtime)
+        doc, runtime = tasks[0], tasks[0].get("runtime")
+        attempt = attempt_of(runtime if isinstance(runtime, dict) else None)
+        return str(doc.get("status") or ""), str(doc.get("status_message") or ""), attempt
 
     async def started(self, task_id: str, message: str = "pulled by agent") -> None:
         await self.call(
@@ -319,7 +314,7 @@ class ApiClient:
     # --- events --------------------------------------------------------------------------
     async def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """``events.add_batch`` as JSON lines, in requests of at most ~8 MB, in order."""
-        for chunk in _chunks(events, MAX_EVENTS_REQUEST_BYTES):
+        for chunk in chunk_json_lines(events, MAX_EVENTS_REQUEST_BYTES):
             request = Request("events.add_batch", chunk, JSON_LINES)
             data = await self._conn.request(request, self.retry_for)
             if data.get("errors"):
@@ -399,21 +394,3 @@ class ApiClient:
         data = await self.call(endpoint, body)
         items = require(data, key, list, endpoint)
         return [item for item in items if isinstance(item, dict)]
-
-
-def _chunks(events: Sequence[Mapping[str, Any]], limit: int) -> list[bytes]:
-    """Pure: the events as JSON-lines bodies of at most ``limit`` bytes (one event may exceed
-    it alone: it is sent alone)."""
-    bodies: list[bytes] = []
-    lines: list[bytes] = []
-    size = 0
-    for event in events:
-        line = encode_json_lines([event])
-        if lines and size + len(line) + 1 > limit:
-            bodies.append(b"\n".join(lines))
-            lines, size = [], 0
-        lines.append(line)
-        size += len(line) + 1
-    if lines:
-        bodies.append(b"\n".join(lines))
-    return bodies
