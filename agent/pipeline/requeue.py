@@ -176,3 +176,25 @@ def verdict_for_exit(attempt: Attempt, returncode: int | None, detail: str) -> r
     if not retry.retries_exit_code(attempt.limits, returncode):
         return None
     return retry.decide(retry.Cause.EXIT_CODE, attempt.number, attempt.limits, detail)
+
+
+async def superseded(api: ApiClient, task_id: str, attempt: Attempt | None) -> bool:
+    """Has the server moved the task on to a later attempt than ``attempt``? Checked before a
+    final status: an agent that could not report for a while (the server down, a network
+    cut) must not end the attempt the watchdog handed to another worker meanwhile."""
+    if attempt is None:
+        return False
+    try:
+        _, _, current = await api.task_progress(task_id)
+    except ApiError as exc:  # the final report itself will say what is wrong
+        log.warning("could not check the task's attempt before its final status", error=str(exc))
+        return False
+    if current <= attempt.number:
+        return False
+    log.warning(
+        "a later attempt owns the task: final status not reported",
+        task_id=task_id,
+        attempt=attempt.number,
+        current=current,
+    )
+    return True

@@ -39,6 +39,7 @@ from agent.pipeline.requeue import (
     Attempt,
     apply_verdict,
     begin_attempt,
+    superseded,
     verdict_for_exit,
     verdict_for_stage,
 )
@@ -104,7 +105,11 @@ async def run_task(
             outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
             log.error("spool failure", error=str(exc))
         # The final status must arrive even through a server outage: the forever-retrying client.
-        if run.verdict is not None and run.attempt is not None:
+        # Not if a later attempt owns the task now (the watchdog requeued it while this agent
+        # could not report): that attempt's status is the task's.
+        if run.superseded or await superseded(ctx.shipping_api, task_id, run.attempt):
+            pass
+        elif run.verdict is not None and run.attempt is not None:
             attempt, verdict = run.attempt, run.verdict
             await apply_verdict(
                 ctx.shipping_api,
@@ -115,7 +120,7 @@ async def run_task(
                 worker_id,
                 closing_line=False,
             )
-        elif not run.superseded:  # a later attempt owns the task now: leave it be
+        else:
             await report(ctx.shipping_api, task_id, outcome)
     await asyncio.to_thread(_clean_up, ctx, task_id)  # rmtree and cache eviction block
     structlog.contextvars.unbind_contextvars("task_id")

@@ -126,20 +126,26 @@ def _rescue(
     return Rescue(worker_id, task_id, decision)
 
 
-def sweep(state: ServerState, now: float | None = None) -> list[Rescue]:
-    """Drop every worker silent past its timeout; requeue or fail its task."""
+def _silent(
+    state: ServerState, now: float, since: float, last_report: float, timeout: float
+) -> bool:
+    """Silent past its timeout, counting only from ``since`` (the server's start): no worker
+    can report to a server that is down, so an outage is never held against them."""
+    return now - max(float(last_report), since) > effective_timeout(state.config, float(timeout))
+
+
+def sweep(state: ServerState, now: float | None = None, since: float = 0.0) -> list[Rescue]:
+    """Drop every worker silent past its timeout (since ``since``); requeue or fail its task."""
     now = time.time() if now is None else now
     rows = state.store.conn().execute("SELECT id, last_report, timeout FROM workers").fetchall()
-    lost = [
-        str(r[0]) for r in rows if now - float(r[1]) > effective_timeout(state.config, float(r[2]))
-    ]
+    lost = [str(r[0]) for r in rows if _silent(state, now, since, r[1], r[2])]
     out = []
     for worker_id in lost:
         with state.store.write() as conn:
             row = conn.execute(
                 "SELECT task, last_report, timeout, doc FROM workers WHERE id=?", (worker_id,)
             ).fetchone()
-            if row is None or now - float(row[1]) <= effective_timeout(state.config, float(row[2])):
+            if row is None or not _silent(state, now, since, row[1], row[2]):
                 continue  # it reported (or left) meanwhile
             conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
             reported_queue = loads(row[3]).get("queue")
@@ -162,6 +168,7 @@ class Watchdog:
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._stop = threading.Event()
+        self._since = time.time()  # the server's start: workers are given a timeout from here
         self._thread = threading.Thread(target=self._run, name="conveyor-watchdog", daemon=True)
 
     def start(self) -> None:
@@ -176,7 +183,7 @@ class Watchdog:
         interval = self._state.config.watchdog_interval
         while not self._stop.wait(interval):
             try:
-                sweep(self._state)
+                sweep(self._state, since=self._since)
             except (sqlite3.Error, StoreError) as exc:
                 # Keep watching: a locked or briefly unavailable database must not end the
                 # watchdog for the life of the server; the next sweep retries.

@@ -129,3 +129,14 @@ def test_watchdog_thread_requeues_with_a_short_timeout(tmp_path: Path) -> None:
         _claim(srv, queue, "silent")
         wait_for(lambda: _task(srv, task)["status"] == "queued", timeout=10)
         assert _entries(srv, queue) == [task]
+
+
+def test_a_server_outage_is_not_held_against_its_workers(server: EmbeddedServer) -> None:
+    queue = _queue(server)
+    task = _enqueue(server, queue, "t")
+    _claim(server, queue, "w")
+    restarted = _later(50)  # the server was down for 50 s of the worker's 60 s timeout
+    assert sweep(server.state, now=_later(61), since=restarted) == []
+    assert _task(server, task)["status"] == "in_progress"
+    [rescue] = sweep(server.state, now=_later(111), since=restarted)  # 61 s after the restart
+    assert rescue.decision.outcome is Outcome.REQUEUE
