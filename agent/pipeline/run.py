@@ -108,7 +108,7 @@ async def run_task(
         # Not if a later attempt owns the task now (the watchdog requeued it while this agent
         # could not report): that attempt's status is the task's.
         if run.superseded or await superseded(ctx.shipping_api, task_id, run.attempt):
-            pass
+            log.warning("attempt superseded: its final status is the later attempt's to give")
         elif run.verdict is not None and run.attempt is not None:
             attempt, verdict = run.attempt, run.verdict
             await apply_verdict(

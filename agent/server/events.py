@@ -99,7 +99,7 @@ def _not_stored(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[
     (the server killed after its commit) must not double a task's lines. The agent stamps
     every event of a task with its own millisecond, so task, timestamp, worker, level and
     text identify one."""
-    out = []
+    out: list[tuple[Any, ...]] = []
     for task_id in {e["task"] for e in events if e["type"] == LOG}:
         stamps = [e["timestamp"] for e in events if e["task"] == task_id and e["type"] == LOG]
         rows = conn.execute(
