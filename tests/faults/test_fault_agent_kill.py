@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,7 +21,15 @@ import pytest
 
 from agent.server.embedded import EmbeddedServer
 from tests.faults.reliability import alive, iter_records, kill_all, launch, stop, task_records
-from tests.integration.daemon.support import create_task, task_doc, wait_final, wait_for
+from tests.helpers import result_of, run_sdk, sdk_env
+from tests.integration.daemon.support import (
+    CONVEYOR,
+    agent_env,
+    create_task,
+    task_doc,
+    wait_final,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +78,14 @@ HANG = textwrap.dedent(
     time.sleep(600)
     """
 )
+
+
+READ_BACK = """
+import json
+from clearml import Task
+task = Task.get_task(task_id="{task}")
+print("RESULT " + json.dumps({{"console": task.get_reported_console_output(100)}}))
+"""
 
 
 def _pids(path: Path) -> list[int]:
@@ -176,6 +193,16 @@ def test_agent_back_before_the_watchdog_requeues_the_lost_task_and_serves_on(
             story = ["conveyor: attempt 1 of 3", "hanging", lost, "conveyor: attempt 2 of 3"]
             assert [r for r in records if r in story] == story
             assert "attempt 2 runs to the end" in records
+            # the readers users have tell the same story: the SDK's and `conveyor logs`
+            sdk = result_of(run_sdk(READ_BACK.format(task=task_id), sdk_env(server)))["console"]
+            assert lost in "\n".join(sdk) and "attempt 2 runs to the end" in "\n".join(sdk)
+            env = agent_env(server, tmp_path / "cli", agent_cache, "cli")
+            shown = subprocess.run(
+                [str(CONVEYOR), "logs", task_id], env=env, capture_output=True, text=True,
+                timeout=120, check=False,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.index(lost) < shown.stdout.index("attempt 2 runs to the end")
             after = create_task(server, "after", {"diff": "print('next')\n"}, "back")
             assert wait_final(server, after, timeout=60)["status"] == "completed"
         finally:
