@@ -61,8 +61,12 @@ async def apply_verdict(
     """Requeue or fail ``task_id`` as ``verdict`` says. False if the task had moved on (not
     in progress any more) or the server refused: then nothing is changed by this agent."""
     try:
+        status, _, _ = await api.task_progress(task_id)
+        if status != IN_PROGRESS:  # requeued or ended by someone else meanwhile: theirs
+            log.info("lost task left as it is", task_id=task_id, status=status)
+            return False
         if verdict.retry and queue_id:
-            # Claim the decision first: a task someone else moved on is left alone.
+            # Stop it first (not forced): if it changed since, the server refuses.
             await api.stopped(task_id, verdict.reason, message=verdict.message, force=False)
         else:
             await api.failed(task_id, verdict.reason, message=verdict.message, force=False)
@@ -198,3 +202,12 @@ async def superseded(api: ApiClient, task_id: str, attempt: Attempt | None) -> b
         current=current,
     )
     return True
+
+
+async def clear_attempts(api: ApiClient, task_id: str) -> None:
+    """A user's requeue starts the count afresh: the retry counter off the task's runtime."""
+    raw = (await api.get_task_document(task_id)).get("runtime")
+    runtime = dict(raw) if isinstance(raw, Mapping) else {}
+    kept = {k: v for k, v in runtime.items() if k not in (retry.ATTEMPT_FIELD, retry.CAP_FIELD)}
+    if kept != runtime:
+        await api.edit_task(task_id, {"runtime": kept})
