@@ -1,7 +1,8 @@
 """An environment that cannot be built for a network fault is an infrastructure failure: the task
 goes back to its queue up to its cap (``Conveyor/max_retries``), each attempt's console says so,
 and then it fails with the stage's own reason. A task with a bad ``Conveyor/max_retries`` fails
-at once, naming the parameter."""
+at once, naming the parameter. An exit code listed in ``Conveyor/retry_on_exit_codes`` is
+retried."""
 
 from __future__ import annotations
 
@@ -65,5 +66,19 @@ def test_unreachable_repository_is_retried_up_to_the_cap_then_fails(
             assert doc["status_reason"] == (
                 "Conveyor/max_retries must be a whole number, got 'lots'"
             )
+
+            # an exit code the task lists is retried; attempt 2 exits 0
+            flaky = "import os, sys\nsys.exit(75 if os.environ['CONVEYOR_ATTEMPT'] == '1' else 0)\n"
+            retried = create_task(
+                server, "flaky", {"diff": flaky}, "env",
+                hyperparams=_conveyor(retry_on_exit_codes="75, 76"),
+            )  # fmt: skip
+            doc = wait_final(server, retried, timeout=120)
+            assert (doc["status"], doc["runtime"]["conveyor_attempt"]) == ("completed", 2)
+            lines = [line for _, line in iter_records(server, retried)]
+            assert (
+                "conveyor: attempt 1 failed: the script exited with a code the task retries on: "
+                "exit code 75; requeued (attempt 2 of 3)"
+            ) in lines
         finally:
             stop(agent)
