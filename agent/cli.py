@@ -40,6 +40,20 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--files-quota-gb", type=float, default=None, help="File service size bound.")
 @click.option("--files-public", is_flag=True, help="Downloads need no token.")
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=1.0, max=7 * 24 * 3600.0),
+    default=None,
+    help="Seconds without a report before any agent is taken for lost and its task requeued "
+    "(overrides each agent's own worker_timeout; docs/operations.md).",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0, max=100),
+    default=None,
+    help="Retries of a lost agent's task when neither the task nor its agent set a cap "
+    "(default 2).",
+)
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -48,6 +62,8 @@ def server(
     db: Path | None,
     files_quota_gb: float | None,
     files_public: bool,
+    worker_timeout: float | None,
+    max_retries: int | None,
 ) -> None:
     """Run the embedded control plane (SQLite, and a file service) in the foreground."""
     from agent.connect import remove_embedded_state, write_embedded_state
@@ -74,6 +90,8 @@ def server(
             credentials=explicit,
             files_quota=int(files_quota_gb * 1024**3) if files_quota_gb else None,
             files_public=files_public,
+            worker_timeout=worker_timeout,
+            max_retries=max_retries,
             on_ready=record,
         )
     except ServerRefused as exc:

@@ -16,6 +16,7 @@ from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
 from agent.cli_support import EXIT_FAILURE, LogCursor, access, run, settings_from
 from agent.pipeline.plan import ServerAccess
+from agent.pipeline.requeue import clear_attempts
 from agent.submit import SubmitError, describe_script
 
 FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "published", "closed"})
@@ -195,6 +196,7 @@ def requeue(ctx: click.Context, task_id: str, queue: str) -> None:
             queue_id = await (api.queue_id(queue) if queue else _last_queue(api, spec.queue_id))
             if spec.status not in ("created", "stopped", "failed", "queued"):
                 await api.reset_task(task_id)
+            await clear_attempts(api, task_id)  # a fresh request: retries counted anew
             await api.enqueue(task_id, queue_id)
 
     try:

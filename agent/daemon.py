@@ -10,10 +10,11 @@ The signal handlers only set these flags (see ``_on_signal``): everything else h
 the loop, where it can be awaited and logged.
 
 Start-up after a crash (SIGKILL, OOM killer): before claiming anything the daemon kills the
-processes that tasks of dead agents left on the machine (``tree.kill_orphans``), and fails
-the tasks the server still shows ``in_progress`` on this agent's workers: whatever ran them
-is gone, and without this they would stay ``in_progress`` for good when the agent comes back
-(same worker id) before the server's watchdog noticed it was away.
+processes that tasks of dead agents left on the machine (``tree.kill_orphans``), and requeues
+or fails, as the retry policy says (agent/retry.py), the tasks the server still shows
+``in_progress`` on this agent's workers: whatever ran them is gone, and without this they
+would stay ``in_progress`` for good when the agent comes back (same worker id) before the
+server's watchdog noticed it was away.
 """
 
 from __future__ import annotations
@@ -40,17 +41,15 @@ from agent.api.errors import (
     InvalidStateError,
     NotFoundError,
 )
-from agent.pipeline import report
 from agent.pipeline.plan import allocate_gpus
 from agent.pipeline.report import Outcome
+from agent.pipeline.requeue import recover_lost_tasks
+from agent.retry import queue_caps
 from agent.settings import Settings
 from agent.supervise.metrics import MachineSampler
 from agent.supervise.tree import kill_orphans
 
 log = structlog.get_logger()
-
-IN_PROGRESS = "in_progress"
-LOST_TASK_MESSAGE = "lost worker: the agent restarted while running it"
 
 
 class ExitCode(enum.IntEnum):
@@ -96,6 +95,7 @@ class Slot:
     gpus: tuple[int, ...]
     task_id: str | None = None
     queue_id: str | None = None
+    max_retries: int | None = None  # the retry cap of the queue the task came from
     job: asyncio.Task[Outcome] | None = field(default=None, repr=False)
 
     @property
@@ -142,13 +142,20 @@ class Daemon:
         self._turn = 0
         self._long_polls = settings.poll_wait > 0  # until the server shows it has none
         self._pace_next_idle = False
+        self._queue_caps: dict[str, int] = {}  # retry cap per served queue id
 
     # --- the story --------------------------------------------------------------------
     async def run(self) -> ExitCode:
         await self._kill_orphans()
         self.queue_ids = await self._resolve_queues()
+        self._queue_caps = queue_caps(
+            self.settings.queues,
+            self.queue_ids,
+            self.settings.queue_max_retries,
+            self.settings.max_retries,
+        )
         await self._register()
-        await self._fail_lost_tasks()
+        await self._recover_lost_tasks()
         side = [
             asyncio.create_task(self._side_loop("heartbeat", self._heartbeat_loop)),
             asyncio.create_task(self._side_loop("watchdog", self._watchdog_loop)),
@@ -263,6 +270,7 @@ class Daemon:
 
     def _start(self, slot: Slot, task_id: str, queue_id: str) -> None:
         slot.task_id, slot.queue_id = task_id, queue_id
+        slot.max_retries = self._queue_caps.get(queue_id)
         log.info("task claimed", task_id=task_id, queue=queue_id, slot=slot.index)
         slot.job = asyncio.create_task(
             self.runner(slot, task_id, self.shutdown), name=f"task:{task_id}"
@@ -325,31 +333,16 @@ class Daemon:
                 tasks=sorted({o.task_id for o in orphans if o.task_id}),
             )
 
-    async def _fail_lost_tasks(self) -> None:
-        """Fail the tasks an earlier run of this agent left ``in_progress`` (it is gone)."""
+    async def _recover_lost_tasks(self) -> None:
+        """Requeue or fail (the retry policy) what an earlier run of this agent left running."""
         base = self.settings.effective_worker_id
-        try:
-            tasks = await self.api.list_tasks(
-                status=[IN_PROGRESS], only_fields=["id", "status", "last_worker"]
-            )
-        except ApiError as exc:
-            log.warning("could not look for tasks lost by an earlier run", error=str(exc))
-            return
-        for task in tasks:
-            if task.get("status") != IN_PROGRESS or not is_own_worker(
-                str(task.get("last_worker") or ""), base
-            ):
-                continue
-            task_id = str(task["id"])
-            try:
-                # Not forced: if the server's watchdog requeued it meanwhile, that stands.
-                await self.api.failed(
-                    task_id, report.LOST_WORKER, message=LOST_TASK_MESSAGE, force=False
-                )
-            except ApiError as exc:
-                log.info("lost task not failed", task_id=task_id, error=str(exc))
-                continue
-            log.warning("task lost by an earlier run failed", task_id=task_id)
+        await recover_lost_tasks(
+            self.api,
+            functools.partial(is_own_worker, base=base),
+            self._queue_caps,
+            self.settings.max_retries,
+            base,
+        )
 
     # --- the server's view of us ------------------------------------------------------
     async def _resolve_queues(self) -> list[str]:
@@ -359,7 +352,9 @@ class Daemon:
 
     async def _register(self) -> None:
         for slot in self.slots:
-            await self.api.register_worker(slot.worker_id, self.queue_ids)
+            await self.api.register_worker(
+                slot.worker_id, self.queue_ids, timeout=self.settings.worker_timeout
+            )
 
     async def _unregister(self) -> None:
         for slot in self.slots:

@@ -116,7 +116,9 @@ async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
         )
 
         async def runner(slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
-            return await run_task(ctx, task_id, slot.worker_id, slot.gpus, shutdown)
+            return await run_task(
+                ctx, task_id, slot.worker_id, slot.gpus, shutdown, max_retries=slot.max_retries
+            )
 
         daemon = Daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
         daemon.install_signal_handlers()

@@ -78,10 +78,15 @@ class Settings:
     poll_max_interval: float = 0.5  # idle back-off ceiling: bounds pickup latency
     poll_wait: float = 20.0  # an idle long poll's wait (Conveyor's server); 0: poll instead
     heartbeat_interval: float = 10.0
+    # The agent's registration: silent this long, the server drops it and requeues its task.
+    worker_timeout: float = 600.0
     abort_poll_interval: float = 1.0
     drain_timeout: float = 3600.0  # first SIGTERM: how long running tasks may finish
     abort_grace: float = 10.0  # SIGTERM -> SIGKILL grace for a task's process group
     task_timeout: float = 0.0  # wall-clock limit per task; 0 means none
+    # --- retries (docs/reliability.md: infrastructure failures requeue) -------------------
+    max_retries: int = 2  # requeues of a task after infrastructure failures
+    queue_max_retries: Mapping[str, str] = field(default_factory=dict)  # per queue name or id
     # --- directories ---------------------------------------------------------------------
     data_dir: Path = field(default_factory=_default_data_dir)
     cache_dir: Path = field(default_factory=_default_cache_dir)
@@ -295,6 +300,31 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             f"docker_pull must be missing, always or never, got {settings.docker_pull!r}"
         )
+    _validate_retries(settings)
     gpus = settings.gpus.strip()
     if gpus not in ("none", "all") and not all(p.strip().isdigit() for p in gpus.split(",")):
         raise SettingsError(f"gpus must be 'none', 'all' or a list like '0,1', got {gpus!r}")
+
+
+MAX_WORKER_TIMEOUT_S = 7 * 24 * 3600.0  # what the server accepts as a registration timeout
+
+
+def _validate_retries(settings: Settings) -> None:
+    from agent.retry import MAX_RETRIES_LIMIT  # pure module, no settings import
+
+    if not 0 <= settings.max_retries <= MAX_RETRIES_LIMIT:
+        raise SettingsError(
+            f"max_retries must be between 0 and {MAX_RETRIES_LIMIT}, got {settings.max_retries}"
+        )
+    for name, value in settings.queue_max_retries.items():
+        text = str(value).strip()
+        if not text.isdigit() or int(text) > MAX_RETRIES_LIMIT:
+            raise SettingsError(
+                f"queue_max_retries[{name!r}] must be between 0 and {MAX_RETRIES_LIMIT}, "
+                f"got {value!r}"
+            )
+    if not settings.heartbeat_interval < settings.worker_timeout <= MAX_WORKER_TIMEOUT_S:
+        raise SettingsError(
+            f"worker_timeout must be above heartbeat_interval ({settings.heartbeat_interval:g} s) "
+            f"and at most {MAX_WORKER_TIMEOUT_S:.0f} s, got {settings.worker_timeout:g}"
+        )

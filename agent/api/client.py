@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from agent.api.connection import Connection, Request
-from agent.api.envelope import JSON_LINES, encode_body, encode_json_lines, require
+from agent.api.envelope import JSON_LINES, chunk_json_lines, encode_body, require
 from agent.api.errors import (
     HTTP_BAD_REQUEST,
     HTTP_NOT_FOUND,
@@ -30,6 +30,7 @@ from agent.api.errors import (
     ProtocolError,
 )
 from agent.api.models import ModelInfo, TaskSpec
+from agent.retry import attempt_of
 
 # events.add_batch: the server takes chunks up to ~15 MB; stay well below.
 MAX_EVENTS_REQUEST_BYTES = 8 * 1024 * 1024
@@ -110,12 +111,19 @@ class ApiClient:
 
     async def task_status(self, task_id: str) -> tuple[str, str]:
         """``(status, status_message)``: the cheap poll that detects an abort."""
-        body = {"id": [task_id], "only_fields": list(STATUS_FIELDS)}
+        status, message, _ = await self.task_progress(task_id)
+        return status, message
+
+    async def task_progress(self, task_id: str) -> tuple[str, str, int]:
+        """``(status, status_message, attempt)``: the abort watch's poll; the attempt is the
+        retry counter on the task (``runtime.conveyor_attempt``, 1 when unset)."""
+        body = {"id": [task_id], "only_fields": [*STATUS_FIELDS, "runtime"]}
         tasks = await self._list("tasks.get_all", body, "tasks")
         if not tasks:
             raise NotFoundError(400, 101, f"task {task_id} not found", "tasks.get_all")
-        doc = tasks[0]
-        return str(doc.get("status") or ""), str(doc.get("status_message") or "")
+        doc, runtime = tasks[0], tasks[0].get("runtime")
+        attempt = attempt_of(runtime if isinstance(runtime, dict) else None)
+        return str(doc.get("status") or ""), str(doc.get("status_message") or ""), attempt
 
     async def started(self, task_id: str, message: str = "pulled by agent") -> None:
         await self.call(
@@ -131,8 +139,10 @@ class ApiClient:
         body = {"task": task_id, "force": force, "status_reason": reason, "status_message": message}
         await self.call("tasks.failed", body)
 
-    async def stopped(self, task_id: str, reason: str) -> None:
-        body = {"task": task_id, "force": True, "status_reason": reason, "status_message": ""}
+    async def stopped(
+        self, task_id: str, reason: str, *, message: str = "", force: bool = True
+    ) -> None:
+        body = {"task": task_id, "force": force, "status_reason": reason, "status_message": message}
         await self.call("tasks.stopped", body)
 
     async def set_requirements(self, task_id: str, pip: str, org_pip: str = "") -> None:
@@ -168,8 +178,16 @@ class ApiClient:
         task_id: str = require(data, "id", str, "tasks.create")
         return task_id
 
-    async def enqueue(self, task_id: str, queue_id: str) -> None:
-        await self.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+    async def enqueue(
+        self, task_id: str, queue_id: str, *, reason: str = "", message: str = ""
+    ) -> None:
+        body = {"task": task_id, "queue": queue_id}
+        if reason or message:
+            body |= {"status_reason": reason, "status_message": message}
+        await self.call("tasks.enqueue", body)
+
+    async def move_to_front(self, queue_id: str, task_id: str) -> None:
+        await self.call("queues.move_task_to_front", {"queue": queue_id, "task": task_id})
 
     async def stop_task(self, task_id: str, reason: str = "") -> None:
         """A user's abort (``tasks.stop``): the agent running the task notices and stops it."""
@@ -264,7 +282,9 @@ class ApiClient:
         return await self._list("queues.get_all", {}, "queues")
 
     # --- workers -------------------------------------------------------------------------
-    async def register_worker(self, worker: str, queues: Sequence[str], timeout: int = 600) -> None:
+    async def register_worker(
+        self, worker: str, queues: Sequence[str], timeout: float = 600.0
+    ) -> None:
         body = {"worker": worker, "queues": list(queues), "timeout": timeout}
         await self.call("workers.register", body)
 
@@ -299,7 +319,7 @@ class ApiClient:
     # --- events --------------------------------------------------------------------------
     async def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         """``events.add_batch`` as JSON lines, in requests of at most ~8 MB, in order."""
-        for chunk in _chunks(events, MAX_EVENTS_REQUEST_BYTES):
+        for chunk in chunk_json_lines(events, MAX_EVENTS_REQUEST_BYTES):
             request = Request("events.add_batch", chunk, JSON_LINES)
             data = await self._conn.request(request, self.retry_for)
             if data.get("errors"):
@@ -379,21 +399,3 @@ class ApiClient:
         data = await self.call(endpoint, body)
         items = require(data, key, list, endpoint)
         return [item for item in items if isinstance(item, dict)]
-
-
-def _chunks(events: Sequence[Mapping[str, Any]], limit: int) -> list[bytes]:
-    """Pure: the events as JSON-lines bodies of at most ``limit`` bytes (one event may exceed
-    it alone: it is sent alone)."""
-    bodies: list[bytes] = []
-    lines: list[bytes] = []
-    size = 0
-    for event in events:
-        line = encode_json_lines([event])
-        if lines and size + len(line) + 1 > limit:
-            bodies.append(b"\n".join(lines))
-            lines, size = [], 0
-        lines.append(line)
-        size += len(line) + 1
-    if lines:
-        bodies.append(b"\n".join(lines))
-    return bodies

@@ -7,7 +7,7 @@ place that knows their shape.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jwt
@@ -99,3 +99,21 @@ def require(data: Mapping[str, Any], key: str, kind: type, endpoint: str) -> Any
             endpoint,
         )
     return value
+
+
+def chunk_json_lines(events: Sequence[Mapping[str, Any]], limit: int) -> list[bytes]:
+    """Pure: the events as JSON-lines bodies of at most ``limit`` bytes (one event may exceed
+    it alone: it is sent alone)."""
+    bodies: list[bytes] = []
+    lines: list[bytes] = []
+    size = 0
+    for event in events:
+        line = encode_json_lines([event])
+        if lines and size + len(line) + 1 > limit:
+            bodies.append(b"\n".join(lines))
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line) + 1
+    if lines:
+        bodies.append(b"\n".join(lines))
+    return bodies

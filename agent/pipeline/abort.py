@@ -82,6 +82,17 @@ def callback_done(runtime: Mapping[str, Any]) -> bool:
     return bool(runtime.get(CALLBACK_DONE))
 
 
+def superseded_reason(attempt: int | None, server_attempt: int) -> str | None:
+    """Pure: the reason to stop when the server moved the task to a later attempt (this agent
+    was cut off long enough for the watchdog to requeue it), or None."""
+    if attempt is None or server_attempt <= attempt:
+        return None
+    return (
+        f"the task was requeued meanwhile (attempt {server_attempt} owns it now; this agent "
+        "had lost contact with the server)"
+    )
+
+
 class AbortWatch(SideTask):
     """Polls the task's status as a named side task; ``event`` is set when the process must end.
 
@@ -106,6 +117,8 @@ class AbortWatch(SideTask):
         self.reason: str | None = None
         self.outside: Status | None = None
         self.running = False  # the task's process has started: only it can have a callback
+        self.attempt: int | None = None  # this run's attempt number, once known
+        self.superseded = False  # tripped because a later attempt owns the task
 
     def note(self, reason: str) -> None:
         """A stop is known (first reason wins); the process is not signalled yet."""
@@ -133,7 +146,8 @@ class AbortWatch(SideTask):
             reason = await self._check_server()
             if reason is not None:
                 self.note(reason)
-                await self._wait_for_callback()
+                if not self.superseded:  # another attempt owns the task: stop at once
+                    await self._wait_for_callback()
                 self.trip(reason)
                 return
             await self._pause()
@@ -144,13 +158,17 @@ class AbortWatch(SideTask):
 
     async def _check_server(self) -> str | None:
         try:
-            status, message = await self.api.task_status(self.task_id)
+            status, message, server_attempt = await self.api.task_progress(self.task_id)
         except NotFoundError:
             return f"{ABORTED_BY_USER} (task was deleted)"
         except ApiError as exc:
             # A transient refusal must not abort a running task; the next poll retries.
             log.warning("abort watch: status poll failed", task_id=self.task_id, error=str(exc))
             return None
+        superseded = superseded_reason(self.attempt, server_attempt)
+        if superseded is not None:
+            self.superseded = True  # set before the trip: the run then reports nothing
+            return superseded
         reason = abort_reason_from_status(status, message)
         if reason is not None:
             self.outside = outside_final_status(status)

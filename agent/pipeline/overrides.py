@@ -38,6 +38,7 @@ from agent.pipeline.console import Console
 from agent.pipeline.envnames import valid_env_name
 
 ARGS_SECTION = "Args"
+RETRY_SECTION = "Conveyor"  # the agent's own (agent/retry.py): not the script's
 ENV_SECTION = "Environment"
 STYLE_ARGPARSE = "argparse"
 STYLE_HYDRA = "hydra"
@@ -229,7 +230,7 @@ def _sdk_only_sections(task: TaskSpec) -> list[str]:
     others = [
         name
         for name, params in task.hyperparams.items()
-        if name not in (ARGS_SECTION, ENV_SECTION) and params
+        if name not in (ARGS_SECTION, ENV_SECTION, RETRY_SECTION) and params
     ]
     if not others:
         return []

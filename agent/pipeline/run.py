@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 
 import structlog
 
+from agent import retry
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError, TaskSpec
@@ -34,6 +35,14 @@ from agent.pipeline.plan import (
     refine_for_source,
 )
 from agent.pipeline.report import Outcome, Status, report
+from agent.pipeline.requeue import (
+    Attempt,
+    apply_verdict,
+    begin_attempt,
+    superseded,
+    verdict_for_exit,
+    verdict_for_stage,
+)
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
 from agent.settings import Settings
@@ -65,9 +74,17 @@ class TaskContext:
 
 
 async def run_task(
-    ctx: TaskContext, task_id: str, worker_id: str, gpus: tuple[int, ...], shutdown: asyncio.Event
+    ctx: TaskContext,
+    task_id: str,
+    worker_id: str,
+    gpus: tuple[int, ...],
+    shutdown: asyncio.Event,
+    max_retries: int | None = None,
 ) -> Outcome:
-    """Run a claimed task to its end and report it. Never raises for a task's own failure."""
+    """Run a claimed task to its end and report it (or requeue it, as the retry policy says
+    for an infrastructure failure: agent/retry.py). Never raises for a task's own failure.
+    ``max_retries``: the cap of the queue it came from (default: the agent's setting)."""
+    run = _Run(ctx.settings.max_retries if max_retries is None else max_retries)
     structlog.contextvars.bind_contextvars(task_id=task_id)
     # Every line is delivered before the final status, however long the server is away (a
     # killed agent leaves the spool on disk for its next start).
@@ -83,17 +100,49 @@ async def run_task(
                     ctx.api, task_id, shutdown, ctx.settings.abort_poll_interval, console
                 )
                 async with watch:
-                    outcome = await _run_stages(ctx, task_id, gpus, sandbox, console, watch)
+                    outcome = await _run_stages(ctx, task_id, gpus, sandbox, console, watch, run)
                 outcome = settle(outcome, watch.reason, watch.outside)
-                console.info(_final_line(outcome))
+                run.superseded = watch.superseded
+                console.info(run.verdict.console if run.verdict else _final_line(outcome, watch))
         except OSError as exc:  # the spool could not be written (disk full...): still report
             outcome = Outcome.failed(f"agent could not spool the task's log: {exc}")
             log.error("spool failure", error=str(exc))
         # The final status must arrive even through a server outage: the forever-retrying client.
-        await report(ctx.shipping_api, task_id, outcome)
+        # Not if a later attempt owns the task now (the watchdog requeued it while this agent
+        # could not report): that attempt's status is the task's.
+        if run.superseded or await superseded(ctx.shipping_api, task_id, run.attempt):
+            log.warning("attempt superseded: its final status is the later attempt's to give")
+        elif run.verdict is not None and run.attempt is not None and not outcome.outside:
+            attempt, verdict = run.attempt, run.verdict
+            await apply_verdict(
+                ctx.shipping_api,
+                task_id,
+                attempt.queue_id,
+                attempt.runtime,
+                verdict,
+                worker_id,
+                closing_line=False,
+            )
+        else:
+            await report(ctx.shipping_api, task_id, outcome)
     await asyncio.to_thread(_clean_up, ctx, task_id)  # rmtree and cache eviction block
     structlog.contextvars.unbind_contextvars("task_id")
     return outcome
+
+
+@dataclass
+class _Run:
+    """What the stages learn that the end of a run needs: the attempt, and the retry policy's
+    verdict when the attempt failed for an infrastructure cause (it is requeued, not reported)."""
+
+    default_retries: int
+    attempt: Attempt | None = None
+    verdict: retry.Verdict | None = None
+    superseded: bool = False  # the server gave the task to a later attempt meanwhile
+
+    def retry(self, verdict: retry.Verdict | None) -> None:
+        """Note the policy's verdict (None: the failure is the task's own, reported as is)."""
+        self.verdict = verdict
 
 
 async def _run_stages(
@@ -103,10 +152,18 @@ async def _run_stages(
     sandbox: Sandbox,
     console: TaskConsole,
     watch: AbortWatch,
+    run: _Run,
 ) -> Outcome:
     try:
-        spec = await ctx.api.get_task(task_id)
+        doc = await ctx.api.get_task_document(task_id)
+        spec = TaskSpec.parse(doc)
+        try:
+            run.attempt = await begin_attempt(ctx.api, doc, spec.hyperparams, run.default_retries)
+        except retry.RetrySettingError as exc:
+            raise StageError(str(exc), stage="plan") from exc
+        watch.attempt = run.attempt.number
         plan = make_plan(spec, ctx.settings, ctx.host, ctx.server, gpus)
+        console.info(run.attempt.header)
         console.info(f"task {spec.name!r} ({task_id}) on {ctx.host.hostname}, gpus: {_gpus(gpus)}")
         source = await _stage(watch, _prepare_source, ctx, plan, console)
         plan = refine_for_source(plan, spec, ctx.settings, *sdk_hints(source))
@@ -117,17 +174,23 @@ async def _run_stages(
         )
         try:  # input models download while the environment is built
             env = await _stage(watch, sandbox.prepare, plan, source, console)
-            model_env = await models
+            model_env = {**await models, retry.ATTEMPT_ENV: str(run.attempt.number)}
         finally:
             models.cancel()
         await _record(ctx.api, spec, source, env)
         ending = await _supervise(ctx.api, plan, source, env, model_env, sandbox, console, watch)
-        return judge(ending.exit, ending.cause)
+        outcome = judge(ending.exit, ending.cause)
+        if outcome.status is Status.FAILED:
+            verdict = verdict_for_exit(run.attempt, ending.exit.returncode, outcome.reason)
+            run.retry(verdict)
+        return outcome
     except TaskDocumentError as exc:
         console.error(f"malformed task document: {exc}")
         return Outcome.failed(f"malformed task document: {exc}")
     except StageError as exc:
         console.error(exc.reason)
+        if run.attempt is not None:
+            run.retry(verdict_for_stage(run.attempt, exc.stage, exc.reason))
         return Outcome.failed(exc.reason)
     except Aborted:
         return Outcome.stopped(watch.reason or "aborted")
@@ -244,7 +307,9 @@ def settle(outcome: Outcome, stop_reason: str | None, outside: Status | None) ->
     return Outcome.stopped(stop_reason)
 
 
-def _final_line(outcome: Outcome) -> str:
+def _final_line(outcome: Outcome, watch: AbortWatch) -> str:
+    if watch.superseded:
+        return f"attempt {watch.attempt} ended: {watch.reason}"
     if outcome.outside:
         return f"task was marked {outcome.status} from outside; process stopped"
     return f"task {outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")

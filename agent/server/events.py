@@ -94,7 +94,29 @@ def _update_metrics(doc: dict[str, Any], scalars: Iterable[dict[str, Any]]) -> N
         doc["last_iteration"] = max(int(doc.get("last_iteration") or 0), event.get("iter", 0))
 
 
+def _log_key(event: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (event["timestamp"], event.get("worker"), event.get("level"), event.get("msg"))
+
+
+def _not_stored(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leave out log events stored already: a batch sent again because its answer was lost
+    (the server killed after its commit) must not double a task's lines. The agent stamps
+    every event of a task with its own millisecond, so task, timestamp, worker, level and
+    text identify one."""
+    out: list[tuple[Any, ...]] = []
+    for task_id in {e["task"] for e in events if e["type"] == LOG}:
+        stamps = [e["timestamp"] for e in events if e["task"] == task_id and e["type"] == LOG]
+        rows = conn.execute(
+            "SELECT doc FROM events WHERE task=? AND type=? AND timestamp BETWEEN ? AND ?",
+            (task_id, LOG, min(stamps), max(stamps)),
+        )
+        out.extend(_log_key(loads(row[0])) for row in rows)
+    stored = set(out)
+    return [e for e in events if e["type"] != LOG or _log_key(e) not in stored]
+
+
 def _store(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
+    events = _not_stored(conn, events)
     tasks = {e["task"] for e in events}
     docs = {task_id: load_task(conn, task_id) for task_id in sorted(tasks)}
     conn.executemany(

@@ -12,6 +12,7 @@ from types import FrameType
 
 import uvicorn
 
+from agent.retry import DEFAULT_MAX_RETRIES
 from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
@@ -40,6 +41,7 @@ def serve(
     *,
     credentials: Credentials | None = None,
     worker_timeout: float | None = None,
+    max_retries: int | None = None,
     files_host: str = "",
     files_quota: int | None = None,
     files_public: bool = False,
@@ -62,6 +64,7 @@ def serve(
             db_path=Path(db_path),
             credentials=credentials,
             worker_timeout=worker_timeout,
+            max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
             files_quota=files_quota,
             files_public=files_public,
             max_body=max_body,

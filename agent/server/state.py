@@ -33,7 +33,7 @@ class ServerConfig:
     credentials: Credentials | None = None  # explicit pair; None: use the stored/generated one
     worker_timeout: float | None = None  # overrides every worker's registration timeout
     watchdog_interval: float = 5.0
-    max_requeues: int = 3  # lost-worker requeues before the task is failed
+    max_retries: int = 2  # a lost worker's task: requeues when the task sets no cap (retry.py)
     token_ttl: int = DEFAULT_TOKEN_TTL
     files_root: Path | None = None  # the file service's storage; None: <db dir>/files
     files_quota: int | None = None  # bytes the file service may store; None: the disk's size

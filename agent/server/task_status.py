@@ -194,6 +194,9 @@ def reset(call: Call) -> dict[str, Any]:
         doc.update(last_iteration=0, last_metrics={}, last_worker="")
         doc["execution"] = {k: v for k, v in doc["execution"].items() if k != "queue"}
         doc["models"] = {**doc["models"], "output": []}
+        # A reset task starts over: its attempt counter too (agent/retry.py).
+        runtime = doc.get("runtime") or {}
+        doc["runtime"] = {k: v for k, v in runtime.items() if not k.startswith("conveyor_")}
         save_task(conn, doc)
         conn.execute("UPDATE tasks SET requeues=0 WHERE id=?", (task_id,))
     return {

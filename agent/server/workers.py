@@ -99,7 +99,7 @@ def status_report(call: Call) -> dict[str, Any]:
         doc["queue"] = queue_id or None
         task = find_task(conn, task_id) if task_id else None
         doc["task"] = {"id": task["id"], "name": task["name"]} if task else None
-        if task is not None:
+        if task is not None and _may_claim(conn, task, doc["id"]):
             task["last_worker"] = doc["id"]
             task["last_worker_report"] = doc["last_report_time"]
             save_task(conn, task)
@@ -108,6 +108,17 @@ def status_report(call: Call) -> dict[str, Any]:
             (task["id"] if task else None, dumps(doc), doc["id"]),
         )
     return {}
+
+
+def _may_claim(conn: sqlite3.Connection, task: dict[str, Any], worker_id: str) -> bool:
+    """A report makes its worker the task's ``last_worker`` unless another live worker still
+    reports the task: a cut-off agent reporting its old attempt must not take the task from
+    the worker running the new one (the watchdog would then rescue the wrong attempt)."""
+    owner = task.get("last_worker")
+    if owner in ("", None, worker_id):
+        return True
+    found = conn.execute("SELECT 1 FROM workers WHERE id=? AND task=?", (owner, task["id"]))
+    return found.fetchone() is None
 
 
 @endpoint("workers.unregister", inline=True)

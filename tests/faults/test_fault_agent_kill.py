@@ -2,15 +2,17 @@
 
 - the task's processes (a setsid escapee included) outlive the killed agent; the next start
   of an agent on the machine kills them before it claims anything;
-- the task never stays ``in_progress``: the server's watchdog requeues it when the agent stays
-  away longer than the worker timeout, and an agent that comes back sooner (same worker id)
-  fails it with "lost worker";
+- the task never stays ``in_progress``, and gets the same answer however fast the agent comes
+  back: the server's watchdog requeues it when the agent stays away longer than the worker
+  timeout, and an agent that comes back sooner (same worker id) requeues it itself (the retry
+  policy, agent/retry.py), with a closing line on the lost attempt's console;
 - console lines the killed agent had spooled but not delivered are delivered by its next start.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,8 +20,16 @@ from urllib.parse import urlparse
 import pytest
 
 from agent.server.embedded import EmbeddedServer
-from tests.faults.reliability import alive, kill_all, launch, stop, task_records
-from tests.integration.daemon.support import create_task, task_doc, wait_final, wait_for
+from tests.faults.reliability import alive, iter_records, kill_all, launch, stop, task_records
+from tests.helpers import result_of, run_sdk, sdk_env
+from tests.integration.daemon.support import (
+    CONVEYOR,
+    agent_env,
+    create_task,
+    task_doc,
+    wait_final,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +69,23 @@ TWO_RUNS = textwrap.dedent(
 HANG = textwrap.dedent(
     """
     import os, pathlib, subprocess, sys, time
+    if os.environ["CONVEYOR_ATTEMPT"] != "1":
+        print(f"attempt {os.environ['CONVEYOR_ATTEMPT']} runs to the end", flush=True)
+        sys.exit(0)
     kid = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"])
     print("hanging", flush=True)
     pathlib.Path(sys.argv[1]).write_text(f"{os.getpid()} {kid.pid}")
     time.sleep(600)
     """
 )
+
+
+READ_BACK = """
+import json
+from clearml import Task
+task = Task.get_task(task_id="{task}")
+print("RESULT " + json.dumps({{"console": task.get_reported_console_output(100)}}))
+"""
 
 
 def _pids(path: Path) -> list[int]:
@@ -139,7 +160,7 @@ def test_killed_agent_task_requeued_orphans_killed_spool_delivered(
         kill_all(orphans)
 
 
-def test_agent_back_before_the_watchdog_fails_the_lost_task_and_serves_on(
+def test_agent_back_before_the_watchdog_requeues_the_lost_task_and_serves_on(
     tmp_path: Path, agent_cache: Path
 ) -> None:
     with EmbeddedServer(tmp_path / "server.db") as server:  # default timeout: no watchdog help
@@ -159,12 +180,29 @@ def test_agent_back_before_the_watchdog_fails_the_lost_task_and_serves_on(
             first.signal(signal.SIGKILL)
             first.wait(10)
             second = launch(server, data_dir, agent_cache, "back", log_name="agent-2.log")
-            doc = wait_final(server, task_id, timeout=30)
-            assert doc["status"] == "failed"
-            assert doc["status_reason"] == "lost worker"
-            assert "restarted" in doc["status_message"]
+            doc = wait_final(server, task_id, timeout=120)
+            assert doc["status"] == "completed", doc.get("status_reason")
+            assert doc["runtime"]["conveyor_attempt"] == 2
             assert not any(alive(p) for p in orphans)
-            assert "hanging" in task_records(server, task_id)
+            records = [line for _, line in iter_records(server, task_id)]
+            lost = (
+                "conveyor: attempt 1 lost: the agent restarted while running it; "
+                "requeued (attempt 2 of 3)"
+            )
+            # the lost attempt's lines kept, its closing line, then the next attempt's header
+            story = ["conveyor: attempt 1 of 3", "hanging", lost, "conveyor: attempt 2 of 3"]
+            assert [r for r in records if r in story] == story
+            assert "attempt 2 runs to the end" in records
+            # the readers users have tell the same story: the SDK's and `conveyor logs`
+            sdk = result_of(run_sdk(READ_BACK.format(task=task_id), sdk_env(server)))["console"]
+            assert lost in "\n".join(sdk) and "attempt 2 runs to the end" in "\n".join(sdk)
+            env = agent_env(server, tmp_path / "cli", agent_cache, "cli")
+            shown = subprocess.run(
+                [str(CONVEYOR), "logs", task_id], env=env, capture_output=True, text=True,
+                timeout=120, check=False,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.index(lost) < shown.stdout.index("attempt 2 runs to the end")
             after = create_task(server, "after", {"diff": "print('next')\n"}, "back")
             assert wait_final(server, after, timeout=60)["status"] == "completed"
         finally:

@@ -51,3 +51,18 @@ def test_masked_hides_secrets() -> None:
     assert shown["secret_key"] == "****"
     assert "s3cret" not in repr(shown)
     assert s.extra_env == {"A": "1", "B": "2"}
+
+
+def test_retry_and_worker_timeout_settings() -> None:
+    env = {"CONVEYOR_QUEUE_MAX_RETRIES": "spot=5, gpu=0", "CONVEYOR_WORKER_TIMEOUT": "120"}
+    settings = load_settings(environ=env, config_path=None, overrides={"max_retries": 1})
+    assert settings.queue_max_retries == {"spot": "5", "gpu": "0"}
+    assert (settings.max_retries, settings.worker_timeout) == (1, 120.0)
+    bad = [
+        ({"CONVEYOR_MAX_RETRIES": "101"}, "max_retries must be between 0 and 100, got 101"),
+        ({"CONVEYOR_QUEUE_MAX_RETRIES": "spot=x"}, r"queue_max_retries\['spot'\]"),
+        ({"CONVEYOR_WORKER_TIMEOUT": "5"}, "worker_timeout must be above heartbeat_interval"),
+    ]
+    for environ, message in bad:
+        with pytest.raises(SettingsError, match=message):
+            load_settings(environ=environ)

@@ -18,7 +18,7 @@ from tests.helpers import api_call, wait_for
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     # The watchdog thread effectively never runs: tests call sweep() with a chosen clock.
-    with EmbeddedServer(tmp_path / "s.db", watchdog_interval=3600, max_requeues=2) as srv:
+    with EmbeddedServer(tmp_path / "s.db", watchdog_interval=3600, max_retries=2) as srv:
         yield srv
 
 
@@ -72,7 +72,18 @@ def test_lost_worker_task_requeued_at_front_then_failed(server: EmbeddedServer) 
         task = _task(server, first)
         assert task["status"] == "queued"
         assert task["status_reason"] == LOST_WORKER
-        assert f"({attempt}/2)" in task["status_message"]
+        assert task["status_message"] == f"lost worker: requeued (attempt {attempt + 1} of 3)"
+        assert task["runtime"]["conveyor_attempt"] == attempt + 1
+        lines = [
+            e["msg"]
+            for e in api_call(server, "events.get_task_log", {"task": first, "order": "asc"})[
+                "events"
+            ]
+        ]
+        assert lines[-1] == (
+            f"conveyor: attempt {attempt} lost: its agent stopped reporting (worker timeout); "
+            f"requeued (attempt {attempt + 1} of 3)"
+        )
 
     assert _claim(server, queue, "w3") == first
     [rescue] = sweep(server.state, now=_later(61))
@@ -80,6 +91,7 @@ def test_lost_worker_task_requeued_at_front_then_failed(server: EmbeddedServer) 
     task = _task(server, first)
     assert task["status"] == "failed"
     assert task["status_reason"] == LOST_WORKER
+    assert "attempt 3 of 3, no retries left" in task["status_message"]
     assert _entries(server, queue) == [second]
     assert api_call(server, "workers.get_all")["workers"] == []
 
@@ -94,7 +106,7 @@ def test_reporting_worker_is_kept_and_finished_task_left_alone(server: EmbeddedS
     assert _task(server, task)["status"] == "completed"
 
 
-def test_reset_clears_the_requeue_count(server: EmbeddedServer) -> None:
+def test_reset_clears_the_attempt_counter(server: EmbeddedServer) -> None:
     queue = _queue(server)
     task = _enqueue(server, queue, "t")
     for worker in ("a", "b"):
@@ -103,9 +115,11 @@ def test_reset_clears_the_requeue_count(server: EmbeddedServer) -> None:
     api_call(server, "tasks.dequeue", {"task": task})
     api_call(server, "tasks.reset", {"task": task})
     api_call(server, "tasks.enqueue", {"task": task, "queue": queue})
+    assert "conveyor_attempt" not in _task(server, task).get("runtime", {})
     _claim(server, queue, "c")
     [rescue] = sweep(server.state, now=_later(61))
     assert rescue.decision.outcome is Outcome.REQUEUE
+    assert rescue.decision.next_attempt == 2
 
 
 def test_watchdog_thread_requeues_with_a_short_timeout(tmp_path: Path) -> None:
@@ -115,3 +129,14 @@ def test_watchdog_thread_requeues_with_a_short_timeout(tmp_path: Path) -> None:
         _claim(srv, queue, "silent")
         wait_for(lambda: _task(srv, task)["status"] == "queued", timeout=10)
         assert _entries(srv, queue) == [task]
+
+
+def test_a_server_outage_is_not_held_against_its_workers(server: EmbeddedServer) -> None:
+    queue = _queue(server)
+    task = _enqueue(server, queue, "t")
+    _claim(server, queue, "w")
+    restarted = _later(50)  # the server was down for 50 s of the worker's 60 s timeout
+    assert sweep(server.state, now=_later(61), since=restarted) == []
+    assert _task(server, task)["status"] == "in_progress"
+    [rescue] = sweep(server.state, now=_later(111), since=restarted)  # 61 s after the restart
+    assert rescue.decision.outcome is Outcome.REQUEUE

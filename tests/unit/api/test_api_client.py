@@ -13,7 +13,8 @@ import pytest
 
 from agent import __version__
 from agent.api import connection
-from agent.api.client import ApiClient, _chunks
+from agent.api.client import ApiClient
+from agent.api.envelope import chunk_json_lines as _chunks
 from agent.api.errors import (
     AlreadyQueuedError,
     ApiError,
@@ -325,15 +326,19 @@ async def test_get_task_parses_and_rejects_malformed_documents() -> None:
 
 async def test_task_status_and_missing_task() -> None:
     server = FakeServer()
-    tasks = [{"id": "t1", "status": "in_progress", "status_message": "stopping"}]
+    runtime = {"conveyor_attempt": 2}
+    tasks = [
+        {"id": "t1", "status": "in_progress", "status_message": "stopping", "runtime": runtime}
+    ]
 
     def get_all(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
-        assert body["only_fields"] == ["status", "status_message"]
+        assert body["only_fields"] == ["status", "status_message", "runtime"]
         return envelope({"tasks": [t for t in tasks if t["id"] in body["id"]]})
 
     server.routes["tasks.get_all"] = get_all
     async with client(server) as api:
         assert await api.task_status("t1") == ("in_progress", "stopping")
+        assert await api.task_progress("t1") == ("in_progress", "stopping", 2)
         with pytest.raises(NotFoundError, match="t2"):
             await api.task_status("t2")
 
