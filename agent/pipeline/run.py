@@ -307,8 +307,8 @@ def settle(outcome: Outcome, stop_reason: str | None, outside: Status | None) ->
     return Outcome.stopped(stop_reason)
 
 
-def _final_line(outcome: Outcome, watch: AbortWatch) -> str:
-    if watch.superseded:
+def _final_line(outcome: Outcome, watch: AbortWatch | None = None) -> str:
+    if watch is not None and watch.superseded:
         return f"attempt {watch.attempt} ended: {watch.reason}"
     if outcome.outside:
         return f"task was marked {outcome.status} from outside; process stopped"
