@@ -1,0 +1,164 @@
+"""``conveyor slurm`` against a real single-node Slurm: tasks become batch jobs, statuses come
+back honest (pending reason, time limit, abort), a killed glue neither loses nor doubles a job,
+and the control plane's secret stays out of everything Slurm keeps."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.server.embedded import EmbeddedServer
+from tests.helpers import api_call
+from tests.integration.daemon.support import (
+    console_text,
+    create_task,
+    task_doc,
+    wait_final,
+    wait_for,
+)
+from tests.slurm.conftest import QUEUE, GlueProcess, slurm
+
+pytestmark = pytest.mark.slurm
+
+
+def literal_task(server: EmbeddedServer, name: str, code: str, **slurm_params: str) -> str:
+    section = {k: {"section": "Slurm", "name": k, "value": v} for k, v in slurm_params.items()}
+    fields: dict[str, Any] = {"hyperparams": {"Slurm": section}} if section else {}
+    script = {"diff": code, "entry_point": f"{name}.py"}
+    return create_task(server, name, script, queue=QUEUE, **fields)
+
+
+def jobs_of(glue: GlueProcess, task_id: str) -> list[str]:
+    """Every job the glue submitted for the task: one output file per job (%x-%j.out)."""
+    return sorted(p.name for p in (glue.shared / "logs").glob(f"{glue.prefix}{task_id}-*.out"))
+
+
+def job_id_of(glue: GlueProcess, task_id: str) -> str:
+    def find() -> str | None:
+        for line in slurm("squeue", "--states=all", "--noheader", "--format=%i|%j").splitlines():
+            job_id, _, name = line.strip().partition("|")
+            if name.startswith(f"{glue.prefix}{task_id}-"):
+                return job_id
+        return None
+
+    found: str = wait_for(find, 60, f"a slurm job for {task_id}", every=0.2)
+    return found
+
+
+def slurm_state(job_id: str) -> str:
+    out = slurm(
+        "squeue", "--states=all", "--noheader", "--format=%T", f"--jobs={job_id}", check=False
+    )
+    return out.strip()
+
+
+def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
+    glue: GlueProcess, server: EmbeddedServer, cluster: Path
+) -> None:
+    task_id = literal_task(
+        server, "hello", "import time\nprint('hello from slurm', flush=True)\ntime.sleep(2)\n"
+    )
+    job_id = job_id_of(glue, task_id)
+    wait_for(lambda: slurm_state(job_id) == "RUNNING", 60, "the job to run", every=0.2)
+    secret = server.credentials.secret_key
+    shown = slurm("scontrol", "show", "job", "-dd", job_id)
+    script = slurm("scontrol", "write", "batch_script", job_id, "-")
+    assert f"{glue.prefix}{task_id}-1" in shown
+    assert "execute --id" in script
+    doc = wait_final(server, task_id, timeout=120)
+    assert doc["status"] == "completed", doc
+    assert "hello from slurm" in console_text(server, task_id)
+    output = (glue.shared / "logs" / f"{glue.prefix}{task_id}-1-{job_id}.out").read_text()
+    assert secret not in shown and secret not in script and secret not in output
+    stored = subprocess.run(
+        ["grep", "-rlF", "--binary-files=text", secret, str(cluster)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert stored.stdout == "", f"the secret is stored by slurm in {stored.stdout}"
+    assert not list((glue.shared / "secrets").glob("*.key")), "secret hand-over files left"
+
+
+def test_gpu_tasks_beyond_the_node_run_one_after_the_other(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    code = (
+        "import time\nprint('start', time.time(), flush=True)\n"
+        "time.sleep(3)\nprint('end', time.time())\n"
+    )
+    first = literal_task(server, "gpu-a", code, gres="gpu:2")
+    second = literal_task(server, "gpu-b", code, gres="gpu:2")
+    messages: set[str] = set()
+
+    def both_done() -> bool:
+        for task_id in (first, second):
+            messages.add(str(task_doc(server, task_id).get("status_message") or ""))
+        return all(task_doc(server, t)["status"] == "completed" for t in (first, second))
+
+    wait_for(both_done, 180, "both GPU tasks to complete", every=0.2)
+    assert any(re.fullmatch(r"pending in slurm: job \d+ \(Resources\)", m) for m in messages), (
+        messages
+    )
+    spans = []
+    for task_id in (first, second):
+        text = console_text(server, task_id)
+        start = float(re.search(r"start ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+        end = float(re.search(r"end ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+        spans.append((start, end))
+    spans.sort()
+    assert spans[0][1] <= spans[1][0], f"the two 2-GPU jobs overlapped: {spans}"
+
+
+def test_abort_while_pending_and_while_running(glue: GlueProcess, server: EmbeddedServer) -> None:
+    code = "import time\nprint('ran', flush=True)\ntime.sleep(300)\n"
+    running = literal_task(server, "hold", code, gres="gpu:2")
+    pending = literal_task(server, "waits", code, gres="gpu:2")
+    running_job = job_id_of(glue, running)
+    pending_job = job_id_of(glue, pending)
+    wait_for(lambda: "ran" in console_text(server, running), 120, "the first task to run")
+    wait_for(
+        lambda: "pending in slurm" in str(task_doc(server, pending).get("status_message")),
+        30, "the pending message",
+    )  # fmt: skip
+    api_call(server, "tasks.stop", {"task": pending})
+    doc = wait_final(server, pending, timeout=30)
+    assert doc["status"] == "stopped", doc
+    wait_for(lambda: slurm_state(pending_job) == "CANCELLED", 30, "the pending job cancelled")
+    assert "ran" not in console_text(server, pending)
+    api_call(server, "tasks.stop", {"task": running})
+    doc = wait_final(server, running, timeout=60)
+    assert doc["status"] == "stopped" and doc["status_reason"] == "aborted by user", doc
+    wait_for(lambda: slurm_state(running_job) not in ("RUNNING", "COMPLETING"), 60, "the job end")
+
+
+def test_time_limit_fails_the_task_with_that_reason(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    task_id = literal_task(
+        server, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", time="0:05"
+    )
+    doc = wait_final(server, task_id, timeout=150)
+    assert doc["status"] == "failed", doc
+    assert "time limit" in doc["status_reason"], doc
+
+
+def test_killed_glue_restarts_without_losing_or_doubling_jobs(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    code = "import time\nprint('batch task', flush=True)\ntime.sleep(4)\n"
+    tasks = [literal_task(server, f"many-{i}", code) for i in range(8)]
+    wait_for(lambda: len(list((glue.shared / "secrets").glob("*.key"))) + sum(
+        bool(jobs_of(glue, t)) for t in tasks) >= 4, 60, "jobs in flight")  # fmt: skip
+    glue.kill()
+    glue.start()
+    for task_id in tasks:
+        doc = wait_final(server, task_id, timeout=240)
+        assert doc["status"] == "completed", doc
+    for task_id in tasks:
+        assert len(jobs_of(glue, task_id)) == 1, (task_id, jobs_of(glue, task_id))
+        assert console_text(server, task_id).count("batch task") == 1
