@@ -142,8 +142,12 @@ def test_time_limit_fails_the_task_with_that_reason(
     task_id = literal_task(
         server, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", time="0:05"
     )
-    doc = wait_final(server, task_id, timeout=150)
-    assert doc["status"] == "failed", doc
+    # Slurm's SIGTERM reaches `conveyor execute` first (it reports "stopped: agent shutdown");
+    # the glue then sees TIMEOUT in its next poll and fails the task with Slurm's reason.
+    wait_final(server, task_id, timeout=150)
+    doc = wait_for(
+        lambda: (d := task_doc(server, task_id))["status"] == "failed" and d, 30, "failed"
+    )
     assert "time limit" in doc["status_reason"], doc
 
 
