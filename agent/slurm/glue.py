@@ -82,7 +82,8 @@ class Glue:
         finally:
             with contextlib.suppress(ApiError):
                 await self.api.unregister_worker(self.worker)
-            log.info("slurm glue stopped", jobs_left_in_slurm=len(self.tracked))
+            log.info("slurm glue stopped", jobs_left_in_slurm=len(self.tracked),
+                     polls=self.polls, slurm_calls=dict(self.slurm.calls))  # fmt: skip
 
     async def poll_once(self) -> None:
         """One round: one squeue, one task listing, then claims while the queues have room."""

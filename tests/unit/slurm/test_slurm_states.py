@@ -1,0 +1,86 @@
+"""Pure parts of the glue: job names, squeue lines, and the job/task decision table."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.slurm.states import (
+    Act,
+    Job,
+    TaskView,
+    decide,
+    job_name,
+    latest,
+    parse_job_name,
+    parse_squeue,
+    pending_message,
+)  # fmt: skip
+
+PREFIX = "conveyor-"
+TASK = "0123abcd"
+
+
+def job(state: str, attempt: int = 1, reason: str = "", job_id: str = "7") -> Job:
+    return Job(job_id, TASK, attempt, state, reason, "q1")
+
+
+def test_job_names_round_trip_and_refuse_odd_task_ids() -> None:
+    assert parse_job_name(PREFIX, job_name(PREFIX, TASK, 3)) == (TASK, 3)
+    assert parse_job_name(PREFIX, "other-job") is None
+    assert parse_job_name(PREFIX, "conveyor-abc") is None
+    with pytest.raises(ValueError, match="cannot name"):
+        job_name(PREFIX, "a b;c", 1)
+
+
+def test_squeue_lines_keep_only_our_jobs_and_the_latest_attempt() -> None:
+    text = (
+        "11|conveyor-0123abcd-1|PREEMPTED|None|q1\n"
+        "12|conveyor-0123abcd-2|PENDING|Resources|q1\n"
+        "13|wrap|RUNNING|None|(null)\n"
+        "garbage line\n"
+    )
+    jobs = parse_squeue(text, PREFIX)
+    assert [j.job_id for j in jobs] == ["11", "12"]
+    assert latest(jobs)[TASK] == Job("12", TASK, 2, "PENDING", "Resources", "q1")
+    assert pending_message(latest(jobs)[TASK]) == "pending in slurm: job 12 (Resources)"
+
+
+RUNNING = TaskView("in_progress", "started by conveyor execute")
+STOPPING = TaskView("in_progress", "stopping")
+SHUTDOWN = TaskView("stopped", "", "agent shutdown")
+
+
+@pytest.mark.parametrize(
+    ("the_job", "task", "act"),
+    [
+        (job("PENDING"), RUNNING, Act.SHOW_PENDING),
+        (job("RUNNING"), RUNNING, Act.NOTHING),
+        (job("PENDING"), STOPPING, Act.CANCEL),
+        (job("PENDING"), TaskView("stopped", "", "aborted by user"), Act.CANCEL),
+        (job("RUNNING"), STOPPING, Act.ESCALATE),
+        (job("COMPLETED"), TaskView("completed"), Act.FORGET),
+        (job("FAILED"), TaskView("failed", "", "exit code 1"), Act.FORGET),
+        (job("CANCELLED"), TaskView("stopped", "", "aborted by user"), Act.FORGET),
+        (job("TIMEOUT"), SHUTDOWN, Act.FAILED),
+        (job("TIMEOUT"), RUNNING, Act.FAILED),
+        (job("TIMEOUT"), TaskView("completed"), Act.FORGET),
+        (job("PREEMPTED"), SHUTDOWN, Act.REQUEUE),
+        (job("NODE_FAIL"), RUNNING, Act.REQUEUE),
+        (job("NODE_FAIL", attempt=3), RUNNING, Act.FAILED),
+        (job("CANCELLED"), STOPPING, Act.STOPPED),
+        (job("CANCELLED"), RUNNING, Act.FAILED),  # cancelled by someone else, no status
+        (job(""), RUNNING, Act.FAILED),  # vanished without an accounting record
+    ],
+)
+def test_decide(the_job: Job, task: TaskView, act: Act) -> None:
+    assert decide(the_job, task, max_attempts=3).act is act
+
+
+def test_reasons_name_the_job_and_what_slurm_said() -> None:
+    assert decide(job("TIMEOUT"), SHUTDOWN, 3).reason == (
+        "slurm job 7 reached its time limit (TIMEOUT)"
+    )
+    assert decide(job("NODE_FAIL", attempt=3), RUNNING, 3).reason == (
+        "slurm job 7 node_fail (3 attempts)"
+    )
+    assert "vanished" in decide(job(""), RUNNING, 3).reason
