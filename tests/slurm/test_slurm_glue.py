@@ -56,6 +56,16 @@ def slurm_state(job_id: str) -> str:
     return out.strip()
 
 
+def stored_by_slurm(cluster: Path, secret: str) -> str:
+    """The files under the cluster's root (state: stored scripts and environments; spool; logs)
+    that contain ``secret``."""
+    found = subprocess.run(
+        ["grep", "-rlF", "--binary-files=text", secret, str(cluster)],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    return found.stdout
+
+
 def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
     glue: GlueProcess, server: EmbeddedServer, cluster: Path
 ) -> None:
@@ -69,18 +79,13 @@ def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
     script = slurm("scontrol", "write", "batch_script", job_id, "-")
     assert f"{glue.prefix}{task_id}-1" in shown
     assert "execute --id" in script
+    assert stored_by_slurm(cluster, secret) == "", "the secret is in Slurm's state"
     doc = wait_final(server, task_id, timeout=120)
     assert doc["status"] == "completed", doc
     assert "hello from slurm" in console_text(server, task_id)
     output = (glue.shared / "logs" / f"{glue.prefix}{task_id}-1-{job_id}.out").read_text()
     assert secret not in shown and secret not in script and secret not in output
-    stored = subprocess.run(
-        ["grep", "-rlF", "--binary-files=text", secret, str(cluster)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert stored.stdout == "", f"the secret is stored by slurm in {stored.stdout}"
+    assert stored_by_slurm(cluster, secret) == "", "the secret is in Slurm's state"
     assert not list((glue.shared / "secrets").glob("*.key")), "secret hand-over files left"
 
 
