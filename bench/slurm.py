@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 from agent.server.embedded import EmbeddedServer  # noqa: E402
 from bench.pickup import CONVEYOR, Api, measure_pickup, pct, start_agent, wait_for  # noqa: E402
 
+PREFIX = f"cvb{uuid.uuid4().hex[:6]}-"
+
 
 def start_glue(
     server: EmbeddedServer, root: Path, queue: str, poll: float
@@ -48,7 +50,7 @@ def start_glue(
         "CONVEYOR_CONFIG": "",
         "CONVEYOR_SLURM_POLL_INTERVAL": str(poll),
         "CONVEYOR_SLURM_MAX_JOBS": "1000",
-        "CONVEYOR_SLURM_JOB_PREFIX": f"cvb{uuid.uuid4().hex[:6]}-",
+        "CONVEYOR_SLURM_JOB_PREFIX": PREFIX,  # the same for a restarted glue: it adopts
         "CONVEYOR_SLURM_SHARED_DIR": str(root / "shared"),
         "CONVEYOR_SLURM_CONVEYOR": str(CONVEYOR),
         "CONVEYOR_SLURM_JOB_ENV": job_env,
@@ -107,13 +109,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--many", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--only", choices=("pickup", "load"), default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
         root = Path(tmp)
         with EmbeddedServer(root / "server.db", port=0) as server:
             api = Api(server)
             rows: list[tuple[str, list[float], list[float]]] = []
-            for kind in ("daemon", "slurm (poll 5 s)", "slurm (poll 1 s)"):
+            kinds = (
+                () if args.only == "load" else ("daemon", "slurm (poll 5 s)", "slurm (poll 1 s)")
+            )
+            for kind in kinds:
                 queue = f"q{len(rows)}"
                 queue_id = api("queues.create", {"name": queue})["id"]
                 if kind == "daemon":
@@ -132,7 +138,7 @@ def main() -> None:
                       f"| {statistics.median(visible):.2f} s |")  # fmt: skip
             print("\n| jobs in flight | polls | Slurm calls per minute |")
             print("|---|---|---|")
-            for jobs in (1, args.many):
+            for jobs in () if args.only == "pickup" else (1, args.many):
                 polls, rate = calls_per_minute(server, api, root, jobs, args.minutes)
                 shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(rate.items()))
                 print(f"| {jobs} | {polls} | {shown} |")
