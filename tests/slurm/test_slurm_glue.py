@@ -5,6 +5,7 @@ and the control plane's secret stays out of everything Slurm keeps."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,28 @@ def test_killed_glue_restarts_without_losing_or_doubling_jobs(
     for task_id in tasks:
         assert len(jobs_of(glue, task_id)) == 1, (task_id, jobs_of(glue, task_id))
         assert console_text(server, task_id).count("batch task") == 1
+
+
+def test_node_failure_requeues_the_task_under_the_same_id(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    """The node is set DOWN under a running job (NODE_FAIL); the glue submits attempt 2 of the
+    same task, which completes once the node is back (ReturnToService=2)."""
+    code = "import time\nprint('attempt running', flush=True)\ntime.sleep(4)\n"
+    task_id = literal_task(server, "fragile", code)
+    first_job = job_id_of(glue, task_id)
+    wait_for(lambda: "attempt running" in console_text(server, task_id), 120, "the first run")
+    node = socket.gethostname().split(".")[0]
+    slurm("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=conveyor-test")
+    wait_for(lambda: slurm_state(first_job) == "NODE_FAIL", 30, "NODE_FAIL")
+    messages: set[str] = set()
+
+    def completed() -> bool:
+        doc = task_doc(server, task_id)
+        messages.add(str(doc.get("status_message") or ""))
+        return bool(doc["status"] == "completed")
+
+    wait_for(completed, 180, "the requeued attempt to complete", every=0.2)
+    assert any(re.search(r"node_fail: requeued \(attempt 2/3\)", m) for m in messages), messages
+    assert len(jobs_of(glue, task_id)) == 2
+    assert f"{glue.prefix}{task_id}-2-" in " ".join(jobs_of(glue, task_id))
