@@ -61,6 +61,16 @@ def start_glue(
     )
 
 
+def cancel_jobs() -> None:
+    """scancel what this run left in Slurm (its glue is gone: nobody else will)."""
+    names = subprocess.run(
+        ["squeue", "--noheader", "--format=%i %j"], check=True, capture_output=True, text=True
+    ).stdout.split("\n")
+    ids = [line.split()[0] for line in names if line.strip().split(" ")[-1].startswith(PREFIX)]
+    if ids:
+        subprocess.run(["scancel", *ids], check=True)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(60)
@@ -101,6 +111,7 @@ def calls_per_minute(
     polls, calls = slurm_calls(root / f"glue-{queue}.log")
     for task_id in tasks:
         api("tasks.stop", {"task": task_id})
+    cancel_jobs()
     return polls, {k: v / elapsed for k, v in calls.items()}
 
 

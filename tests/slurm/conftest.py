@@ -8,6 +8,7 @@ cluster is up) they fail instead.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from tests.integration.daemon.support import CONVEYOR, wait_for
 
 DEFAULT_CONF = "/var/lib/conveyor-slurm/etc/slurm.conf"  # scripts/slurm-cluster's default
 QUEUE = "slurm"
+CAPPED = "capped"  # a queue whose mapping allows 2 jobs in Slurm at once
 READY = '"slurm glue ready"'
 
 
@@ -62,6 +64,7 @@ def cluster() -> Path:
 def server(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     with EmbeddedServer(tmp_path_factory.mktemp("slurm-server") / "server.db", port=0) as srv:
         api_call(srv, "queues.create", {"name": QUEUE})
+        api_call(srv, "queues.create", {"name": CAPPED})
         yield srv
 
 
@@ -91,7 +94,7 @@ class GlueProcess:
         before = self.log().count(READY)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [str(CONVEYOR), "slurm", "--queue", QUEUE],
+                [str(CONVEYOR), "slurm", "--queue", QUEUE, "--queue", CAPPED],
                 env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.starts += 1
@@ -146,6 +149,7 @@ def glue_env(server: EmbeddedServer, root: Path, cache: Path, prefix: str) -> di
         "CONVEYOR_SLURM_JOB_PREFIX": prefix,
         "CONVEYOR_SLURM_SHARED_DIR": str(root / "shared"),
         "CONVEYOR_SLURM_CONVEYOR": str(CONVEYOR),
+        "CONVEYOR_SLURM_QUEUES": json.dumps({CAPPED: {"max_jobs": "2"}}),
         "CONVEYOR_SLURM_JOB_ENV": ",".join(f"{k}={v}" for k, v in job_env.items()),
     }
 

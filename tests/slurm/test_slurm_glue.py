@@ -21,16 +21,18 @@ from tests.integration.daemon.support import (
     wait_final,
     wait_for,
 )
-from tests.slurm.conftest import QUEUE, GlueProcess, slurm
+from tests.slurm.conftest import CAPPED, QUEUE, GlueProcess, slurm
 
 pytestmark = pytest.mark.slurm
 
 
-def literal_task(server: EmbeddedServer, name: str, code: str, **slurm_params: str) -> str:
+def literal_task(
+    server: EmbeddedServer, name: str, code: str, queue: str = QUEUE, **slurm_params: str
+) -> str:
     section = {k: {"section": "Slurm", "name": k, "value": v} for k, v in slurm_params.items()}
     fields: dict[str, Any] = {"hyperparams": {"Slurm": section}} if section else {}
     script = {"diff": code, "entry_point": f"{name}.py"}
-    return create_task(server, name, script, queue=QUEUE, **fields)
+    return create_task(server, name, script, queue=queue, **fields)
 
 
 def jobs_of(glue: GlueProcess, task_id: str) -> list[str]:
@@ -197,3 +199,23 @@ def test_node_failure_requeues_the_task_under_the_same_id(
     assert any(re.search(r"node_fail: requeued \(attempt 2/3\)", m) for m in messages), messages
     assert len(jobs_of(glue, task_id)) == 2
     assert f"{glue.prefix}{task_id}-2-" in " ".join(jobs_of(glue, task_id))
+
+
+def test_a_queue_keeps_at_most_its_cap_of_jobs_in_slurm(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    tasks = [
+        literal_task(server, f"capped-{i}", "import time\ntime.sleep(2)\n", queue=CAPPED)
+        for i in range(4)
+    ]
+    names = {f"{glue.prefix}{t}-1" for t in tasks}
+    most = 0
+
+    def all_done() -> bool:
+        nonlocal most
+        lines = slurm("squeue", "--noheader", "--format=%j").split()
+        most = max(most, sum(1 for n in lines if n in names))
+        return all(task_doc(server, t)["status"] == "completed" for t in tasks)
+
+    wait_for(all_done, 180, "the capped queue's tasks to complete", every=0.1)
+    assert most == 2, f"{most} jobs of the capped queue were in Slurm at once (cap 2)"
