@@ -69,6 +69,15 @@ def stored_by_slurm(cluster: Path, secret: str) -> str:
     return found.stdout
 
 
+@pytest.fixture(scope="module", autouse=True)
+def time_limited(glue: GlueProcess, server: EmbeddedServer) -> str:
+    """A task with a 5 s time limit, queued before the module's first test: Slurm enforces
+    limits on its own schedule (up to a minute late), so the other tests run meanwhile."""
+    return literal_task(
+        server, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", time="0:05"
+    )
+
+
 def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
     glue: GlueProcess, server: EmbeddedServer, cluster: Path
 ) -> None:
@@ -144,21 +153,6 @@ def test_abort_while_pending_and_while_running(glue: GlueProcess, server: Embedd
     wait_for(lambda: slurm_state(running_job) not in ("RUNNING", "COMPLETING"), 60, "the job end")
 
 
-def test_time_limit_fails_the_task_with_that_reason(
-    glue: GlueProcess, server: EmbeddedServer
-) -> None:
-    task_id = literal_task(
-        server, "slow", "import time\nprint('slow', flush=True)\ntime.sleep(600)\n", time="0:05"
-    )
-    # Slurm's SIGTERM reaches `conveyor execute` first (it reports "stopped: agent shutdown");
-    # the glue then sees TIMEOUT in its next poll and fails the task with Slurm's reason.
-    wait_final(server, task_id, timeout=150)
-    doc = wait_for(
-        lambda: (d := task_doc(server, task_id))["status"] == "failed" and d, 30, "failed"
-    )
-    assert "time limit" in doc["status_reason"], doc
-
-
 def test_killed_glue_restarts_without_losing_or_doubling_jobs(
     glue: GlueProcess, server: EmbeddedServer
 ) -> None:
@@ -174,6 +168,38 @@ def test_killed_glue_restarts_without_losing_or_doubling_jobs(
     for task_id in tasks:
         assert len(jobs_of(glue, task_id)) == 1, (task_id, jobs_of(glue, task_id))
         assert console_text(server, task_id).count("batch task") == 1
+
+
+def test_a_queue_keeps_at_most_its_cap_of_jobs_in_slurm(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    tasks = [
+        literal_task(server, f"capped-{i}", "import time\ntime.sleep(2)\n", queue=CAPPED)
+        for i in range(4)
+    ]
+    names = {f"{glue.prefix}{t}-1" for t in tasks}
+    most = 0
+
+    def all_done() -> bool:
+        nonlocal most
+        lines = slurm("squeue", "--noheader", "--format=%j").split()
+        most = max(most, sum(1 for n in lines if n in names))
+        return all(task_doc(server, t)["status"] == "completed" for t in tasks)
+
+    wait_for(all_done, 180, "the capped queue's tasks to complete", every=0.1)
+    assert most == 2, f"{most} jobs of the capped queue were in Slurm at once (cap 2)"
+
+
+def test_time_limit_fails_the_task_with_that_reason(
+    time_limited: str, server: EmbeddedServer
+) -> None:
+    # Slurm's SIGTERM reaches `conveyor execute` first (it reports "stopped: agent shutdown");
+    # the glue then sees TIMEOUT in its next poll and fails the task with Slurm's reason.
+    wait_final(server, time_limited, timeout=150)
+    doc = wait_for(
+        lambda: (d := task_doc(server, time_limited))["status"] == "failed" and d, 30, "failed"
+    )
+    assert "time limit" in doc["status_reason"], doc
 
 
 def test_node_failure_requeues_the_task_under_the_same_id(
@@ -199,23 +225,3 @@ def test_node_failure_requeues_the_task_under_the_same_id(
     assert any(re.search(r"node_fail: requeued \(attempt 2/3\)", m) for m in messages), messages
     assert len(jobs_of(glue, task_id)) == 2
     assert f"{glue.prefix}{task_id}-2-" in " ".join(jobs_of(glue, task_id))
-
-
-def test_a_queue_keeps_at_most_its_cap_of_jobs_in_slurm(
-    glue: GlueProcess, server: EmbeddedServer
-) -> None:
-    tasks = [
-        literal_task(server, f"capped-{i}", "import time\ntime.sleep(2)\n", queue=CAPPED)
-        for i in range(4)
-    ]
-    names = {f"{glue.prefix}{t}-1" for t in tasks}
-    most = 0
-
-    def all_done() -> bool:
-        nonlocal most
-        lines = slurm("squeue", "--noheader", "--format=%j").split()
-        most = max(most, sum(1 for n in lines if n in names))
-        return all(task_doc(server, t)["status"] == "completed" for t in tasks)
-
-    wait_for(all_done, 180, "the capped queue's tasks to complete", every=0.1)
-    assert most == 2, f"{most} jobs of the capped queue were in Slurm at once (cap 2)"
