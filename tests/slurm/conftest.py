@@ -37,7 +37,7 @@ def slurm(*args: str, check: bool = True) -> str:
     env = {**os.environ, "SLURM_CONF": slurm_conf()}
     done = subprocess.run(args, check=False, env=env, capture_output=True, text=True, timeout=60)
     if check and done.returncode != 0:
-        raise AssertionError(f"{args} failed: {done.stderr}")
+        raise AssertionError(f"{args} failed: {(done.stderr or done.stdout).strip()}")
     return done.stdout
 
 
