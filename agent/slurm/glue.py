@@ -231,6 +231,9 @@ class Glue:
             )
         except SlurmError as exc:
             secret.unlink(missing_ok=True)
+            if exc.transient:  # the controller is away: back to the queue, this poll ends
+                await self.api.enqueue(task_id, queue_id)
+                raise
             await self._refuse(task_id, f"sbatch refused the job: {exc}")
             return
         job = Job(job_id, task_id, attempt, "PENDING", "submitted", queue_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -16,8 +17,26 @@ COMMAND_TIMEOUT = 60.0  # seconds: a controller that does not answer is an error
 SACCT_FORMAT = "JobID,JobName%100,State"
 
 
+# What Slurm's commands print when the controller is away (restarting, overloaded): worth
+# another try later, unlike a refusal of the job itself (bad partition, over a limit).
+_TRANSIENT = re.compile(
+    r"unable to contact slurm controller|socket timed out|connection refused|"
+    r"temporarily unable|slurmctld.*(down|busy)|did not answer",
+    re.IGNORECASE,
+)
+
+
 class SlurmError(RuntimeError):
     """A Slurm command failed; the message has its stderr."""
+
+    @property
+    def transient(self) -> bool:
+        return is_transient(str(self))
+
+
+def is_transient(message: str) -> bool:
+    """Pure: does this failure say the controller is away (try later) rather than no?"""
+    return bool(_TRANSIENT.search(message))
 
 
 class SlurmCli:

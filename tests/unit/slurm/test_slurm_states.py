@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.slurm.slurmcli import is_transient
 from agent.slurm.states import (
     Act,
     Job,
@@ -84,3 +85,20 @@ def test_reasons_name_the_job_and_what_slurm_said() -> None:
         "slurm job 7 node_fail (3 attempts)"
     )
     assert "vanished" in decide(job(""), RUNNING, 3).reason
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("sbatch failed (1): sbatch: error: Batch job submission failed: Unable to contact "
+         "slurm controller (connect failure)", True),
+        ("squeue failed (1): slurm_load_jobs error: Socket timed out on send/recv operation", True),
+        ("sbatch did not answer within 60 s", True),
+        ("sbatch failed (1): sbatch: error: Batch job submission failed: Invalid partition name "
+         "specified", False),
+        ("sbatch failed (1): sbatch: error: Batch job submission failed: Requested node "
+         "configuration is not available", False),
+    ],
+)  # fmt: skip
+def test_a_controller_away_is_told_from_a_refusal(message: str, transient: bool) -> None:
+    assert is_transient(message) is transient
