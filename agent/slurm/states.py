@@ -113,9 +113,12 @@ class TaskView:
 
     @property
     def cut_short(self) -> bool:
-        """Still running, or stopped only because Slurm's SIGTERM reached `conveyor execute`
-        (it reports "agent shutdown"): Slurm's reason (time limit, preemption) is the real one."""
-        return self.status == IN_PROGRESS or (
+        """Still running, or ended as a job that Slurm killed ends: Slurm's TERM reaches
+        `conveyor execute` ("stopped: agent shutdown") and the task's own processes ("failed:
+        killed by signal 15") alike. Asked only of jobs Slurm ended (time limit, preemption,
+        node failure), whose task could not have ended on its own: Slurm's reason is the real
+        one. A user's stop or a completion stands."""
+        return self.status in (IN_PROGRESS, "failed") or (
             self.status == "stopped" and self.reason == AGENT_SHUTDOWN
         )
 

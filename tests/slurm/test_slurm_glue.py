@@ -101,6 +101,16 @@ def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
     assert not list((glue.shared / "secrets").glob("*.key")), "secret hand-over files left"
 
 
+def test_a_task_asking_for_what_it_may_not_fails_before_any_job(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    task_id = literal_task(server, "greedy", "print('never')\n", partition="big", gres="gpu:1")
+    doc = wait_final(server, task_id, timeout=30)
+    assert doc["status"] == "failed", doc
+    assert "task section Slurm: 'partition' is not allowed" in doc["status_reason"], doc
+    assert jobs_of(glue, task_id) == []
+
+
 def test_gpu_tasks_beyond_the_node_run_one_after_the_other(
     glue: GlueProcess, server: EmbeddedServer
 ) -> None:
@@ -206,7 +216,7 @@ def test_node_failure_requeues_the_task_under_the_same_id(
     glue: GlueProcess, server: EmbeddedServer
 ) -> None:
     """The node is set DOWN under a running job (NODE_FAIL); the glue submits attempt 2 of the
-    same task, which completes once the node is back (ReturnToService=2)."""
+    same task, which completes once the node is back."""
     code = "import time\nprint('attempt running', flush=True)\ntime.sleep(4)\n"
     task_id = literal_task(server, "fragile", code)
     first_job = job_id_of(glue, task_id)
@@ -214,6 +224,16 @@ def test_node_failure_requeues_the_task_under_the_same_id(
     node = socket.gethostname().split(".")[0]
     slurm("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=conveyor-test")
     wait_for(lambda: slurm_state(first_job) == "NODE_FAIL", 30, "NODE_FAIL")
+
+    def node_up() -> bool:
+        state = slurm("sinfo", "--noheader", f"--nodes={node}", "--format=%t").strip()
+        if state.startswith(("idle", "mix", "alloc")):
+            return True
+        # ReturnToService=2 brings it back once slurmd registers again; RESUME does it now
+        slurm("scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
+        return False
+
+    wait_for(node_up, 60, "the node back in service", every=0.5)
     messages: set[str] = set()
 
     def completed() -> bool:

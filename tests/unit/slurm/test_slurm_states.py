@@ -49,6 +49,7 @@ def test_squeue_lines_keep_only_our_jobs_and_the_latest_attempt() -> None:
 RUNNING = TaskView("in_progress", "started by conveyor execute")
 STOPPING = TaskView("in_progress", "stopping")
 SHUTDOWN = TaskView("stopped", "", "agent shutdown")
+KILLED = TaskView("failed", "", "killed by signal 15 (SIGTERM: terminated)")
 
 
 @pytest.mark.parametrize(
@@ -66,6 +67,9 @@ SHUTDOWN = TaskView("stopped", "", "agent shutdown")
         (job("TIMEOUT"), RUNNING, Act.FAILED),
         (job("TIMEOUT"), TaskView("completed"), Act.FORGET),
         (job("PREEMPTED"), SHUTDOWN, Act.REQUEUE),
+        (job("NODE_FAIL"), KILLED, Act.REQUEUE),  # Slurm's TERM reached the task itself
+        (job("TIMEOUT"), KILLED, Act.FAILED),
+        (job("PREEMPTED"), TaskView("stopped", "", "aborted by user"), Act.FORGET),
         (job("NODE_FAIL"), RUNNING, Act.REQUEUE),
         (job("NODE_FAIL", attempt=3), RUNNING, Act.FAILED),
         (job("CANCELLED"), STOPPING, Act.STOPPED),
