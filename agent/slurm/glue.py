@@ -142,7 +142,7 @@ class Glue:
     async def _apply(self, task_id: str, tracked: Tracked, view: TaskView, d: Decision) -> None:
         job = tracked.job
         if d.act is Act.SHOW_PENDING:
-            message = pending_message(job)
+            message = pending_message(job, self.settings.slurm_max_attempts)
             if message != tracked.shown and view.status == IN_PROGRESS:
                 await self.api.started(task_id, message=message)
                 tracked.shown = message

@@ -144,5 +144,6 @@ def decide(job: Job, task: TaskView, max_attempts: int) -> Decision:
     return Decision(Act.FAILED, f"{where} ended ({state}) without a final status")
 
 
-def pending_message(job: Job) -> str:
-    return f"pending in slurm: job {job.job_id} ({job.reason or 'None'})"
+def pending_message(job: Job, max_attempts: int) -> str:
+    attempt = f", attempt {job.attempt}/{max_attempts}" if job.attempt > 1 else ""
+    return f"pending in slurm: job {job.job_id} ({job.reason or 'None'}){attempt}"

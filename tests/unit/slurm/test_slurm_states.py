@@ -43,7 +43,10 @@ def test_squeue_lines_keep_only_our_jobs_and_the_latest_attempt() -> None:
     jobs = parse_squeue(text, PREFIX)
     assert [j.job_id for j in jobs] == ["11", "12"]
     assert latest(jobs)[TASK] == Job("12", TASK, 2, "PENDING", "Resources", "q1")
-    assert pending_message(latest(jobs)[TASK]) == "pending in slurm: job 12 (Resources)"
+    assert pending_message(latest(jobs)[TASK], 3) == (
+        "pending in slurm: job 12 (Resources), attempt 2/3"
+    )
+    assert pending_message(jobs[0], 3) == "pending in slurm: job 11 (None)"
 
 
 RUNNING = TaskView("in_progress", "started by conveyor execute")
