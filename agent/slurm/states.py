@@ -132,6 +132,8 @@ def decide(job: Job, task: TaskView, max_attempts: int) -> Decision:
     where = f"slurm job {job.job_id}"
     if job.state == "TIMEOUT" and task.cut_short:
         return Decision(Act.FAILED, f"{where} reached its time limit (TIMEOUT)")
+    if job.state == "CANCELLED" and task.cut_short and not task.aborted:
+        return Decision(Act.FAILED, f"{where} was cancelled in slurm, not by conveyor")
     if job.state in INFRASTRUCTURE and task.cut_short:
         if job.attempt < max_attempts:
             return Decision(Act.REQUEUE, f"{where} {job.state.lower()}: requeued")

@@ -77,6 +77,7 @@ KILLED = TaskView("failed", "", "killed by signal 15 (SIGTERM: terminated)")
         (job("NODE_FAIL", attempt=3), RUNNING, Act.FAILED),
         (job("CANCELLED"), STOPPING, Act.STOPPED),
         (job("CANCELLED"), RUNNING, Act.FAILED),  # cancelled by someone else, no status
+        (job("CANCELLED"), SHUTDOWN, Act.FAILED),  # ... or execute's "agent shutdown"
         (job(""), RUNNING, Act.FAILED),  # vanished without an accounting record
     ],
 )
@@ -92,6 +93,9 @@ def test_reasons_name_the_job_and_what_slurm_said() -> None:
         "slurm job 7 node_fail (3 attempts)"
     )
     assert "vanished" in decide(job(""), RUNNING, 3).reason
+    assert decide(job("CANCELLED"), SHUTDOWN, 3).reason == (
+        "slurm job 7 was cancelled in slurm, not by conveyor"
+    )
 
 
 @pytest.mark.parametrize(
