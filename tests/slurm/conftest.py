@@ -163,7 +163,12 @@ def glue(server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> It
     proc.start()
     yield proc
     proc.stop()
-    for line in slurm("squeue", "--noheader", "--format=%i|%j").splitlines():
-        job_id, _, name = line.strip().partition("|")
-        if name.startswith(prefix):
-            slurm("scancel", job_id, check=False)
+
+    def ours() -> list[str]:  # the module's jobs still in Slurm (pending, running, completing)
+        lines = slurm("squeue", "--noheader", "--format=%i|%j").splitlines()
+        return [i for i, _, n in (x.strip().partition("|") for x in lines) if n.startswith(prefix)]
+
+    for job_id in ours():
+        slurm("scancel", job_id, check=False)
+    # a job leaves squeue once its processes are gone: none outlives the module
+    wait_for(lambda: not ours(), 60, "the module's slurm jobs to end")

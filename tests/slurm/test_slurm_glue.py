@@ -16,6 +16,7 @@ import pytest
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import api_call
 from tests.integration.daemon.support import (
+    CONVEYOR,
     console_text,
     create_task,
     task_doc,
@@ -79,12 +80,16 @@ def time_limited(glue: GlueProcess, server: EmbeddedServer) -> str:
     )
 
 
-def test_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
+def test_cli_task_runs_as_a_job_and_the_secret_stays_out_of_slurm(
     glue: GlueProcess, server: EmbeddedServer, cluster: Path
 ) -> None:
-    task_id = literal_task(
-        server, "hello", "import time\nprint('hello from slurm', flush=True)\ntime.sleep(2)\n"
-    )
+    script = glue.root / "hello.py"
+    script.write_text("import time\nprint('hello from slurm', flush=True)\ntime.sleep(2)\n")
+    enqueued = subprocess.run(
+        [str(CONVEYOR), "enqueue", "--queue", QUEUE, str(script)],
+        env=glue.env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    task_id = enqueued.stdout.strip().splitlines()[-1]
     job_id = job_id_of(glue, task_id)
     wait_for(lambda: slurm_state(job_id) == "RUNNING", 60, "the job to run", every=0.2)
     secret = server.credentials.secret_key
