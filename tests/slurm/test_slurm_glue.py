@@ -218,6 +218,32 @@ def test_time_limit_fails_the_task_with_that_reason(
     assert "time limit" in doc["status_reason"], doc
 
 
+def submitted_attempts(glue: GlueProcess, task_id: str) -> list[int]:
+    """The attempts the glue submitted for the task, from its log."""
+    events = [json.loads(line) for line in glue.log().splitlines() if '"task submitted"' in line]
+    return [int(e["attempt"]) for e in events if e["task_id"] == task_id]
+
+
+def test_preemption_requeues_the_task_under_the_same_id(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    """A job of the urgent partition preempts the task's job (PREEMPTED); the glue submits
+    attempt 2, which runs once the urgent job is done."""
+    code = "import time\nprint('preemptible running', flush=True)\ntime.sleep(4)\n"
+    task_id = literal_task(server, "preemptible", code, gres="gpu:2")
+    first_job = job_id_of(glue, task_id)
+    wait_for(lambda: "preemptible running" in console_text(server, task_id), 120, "the run")
+    slurm(
+        "sbatch", "--parsable", "--partition=urgent", "--gres=gpu:2", "--output=/dev/null",
+        "--job-name=urgent-preemptor", "--wrap", "sleep 2",
+    )  # fmt: skip
+    wait_for(lambda: slurm_state(first_job) == "PREEMPTED", 30, "PREEMPTED")
+    wait_for(
+        lambda: task_doc(server, task_id)["status"] == "completed", 180, "attempt 2 to complete"
+    )
+    assert submitted_attempts(glue, task_id) == [1, 2]
+
+
 def test_node_failure_requeues_the_task_under_the_same_id(
     glue: GlueProcess, server: EmbeddedServer
 ) -> None:
@@ -243,7 +269,6 @@ def test_node_failure_requeues_the_task_under_the_same_id(
     wait_for(
         lambda: task_doc(server, task_id)["status"] == "completed", 180, "attempt 2 to complete"
     )
-    submitted = [json.loads(line) for line in glue.log().splitlines() if '"task submitted"' in line]
-    assert [e["attempt"] for e in submitted if e["task_id"] == task_id] == [1, 2]
+    assert submitted_attempts(glue, task_id) == [1, 2]
     assert len(jobs_of(glue, task_id)) == 2
     assert f"{glue.prefix}{task_id}-2-" in " ".join(jobs_of(glue, task_id))
