@@ -217,3 +217,8 @@ def show_config(ctx: click.Context) -> None:
 
 for _command in COMMANDS:
     main.add_command(_command)
+
+# conveyor slurm: the Slurm glue (agent/slurm, docs/slurm.md)
+from agent.slurm.cli import slurm as _slurm  # noqa: E402
+
+main.add_command(_slurm)

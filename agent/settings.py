@@ -11,6 +11,7 @@ Every field is documented once, here; ``config/agent.toml`` mirrors this list.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import tomllib
@@ -119,6 +120,20 @@ class Settings:
     docker_volume_roots: tuple[str, ...] = ()  # host dirs a task's --volume may mount from
     docker_run_as_is: bool = False  # no environment step: the image's own Python runs the task
     docker_uv: str = ""  # uv binary mounted into containers; empty: the agent's own
+    # --- slurm glue (conveyor slurm; docs/slurm.md) -------------------------------------
+    slurm_poll_interval: float = 5.0  # one squeue call and one task listing per poll
+    slurm_job_prefix: str = "conveyor-"  # jobs are named <prefix><task id>-<attempt>
+    slurm_max_jobs: int = 20  # jobs kept in Slurm at once, per queue (slurm_queues: max_jobs)
+    slurm_max_attempts: int = 3  # submissions of a task that Slurm preempts or loses a node of
+    # Seen by the compute nodes under the same path: secret hand-over files, job output.
+    slurm_shared_dir: Path = field(default_factory=lambda: _default_data_dir() / "slurm")
+    slurm_conveyor: str = "conveyor"  # the command on compute nodes (a shared venv's conveyor)
+    slurm_bin_dir: str = ""  # where sbatch, squeue, scancel, sacct are; empty: PATH
+    # sbatch resources for every queue: partition, account, qos, gres, cpus_per_task, mem, time,
+    # constraint; slurm_queues.<queue name> the same keys (and max_jobs) for one queue.
+    slurm_defaults: Mapping[str, str] = field(default_factory=dict)
+    slurm_queues: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    slurm_job_env: Mapping[str, str] = field(default_factory=dict)  # non-secret job variables
     # --- logging -------------------------------------------------------------------------
     log_format: str = "auto"  # "auto" (pretty on a terminal, JSON otherwise), "json", "console"
     log_level: str = "info"
@@ -171,6 +186,8 @@ _CLEARML_ENV = {
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Convert a raw value (TOML value or environment string) to the field's type."""
+    if name == "slurm_queues":
+        return _slurm_queues(value, source)
     default = _FIELDS[name].default
     if default is dataclasses.MISSING:
         factory = _FIELDS[name].default_factory
@@ -203,6 +220,20 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting {name!r} from {source}: {exc}") from exc
+
+
+def _slurm_queues(value: Any, source: str) -> dict[str, dict[str, str]]:
+    """``slurm_queues``: a TOML table of tables, or JSON in the environment variable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"setting 'slurm_queues' from {source}: not JSON ({exc})") from exc
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise SettingsError(
+            f"setting 'slurm_queues' from {source}: want {{queue: {{key: value}}}}, got {value!r}"
+        )
+    return {str(q): {str(k): str(v) for k, v in m.items()} for q, m in value.items()}
 
 
 def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -13,7 +13,16 @@ from agent.settings import ENV_PREFIX, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "agent.toml"
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
-TABLES = ("server", "worker", "polling", "retries", "directories", "environments", "logging")
+TABLES = (
+    "server",
+    "worker",
+    "polling",
+    "retries",
+    "directories",
+    "environments",
+    "slurm",
+    "logging",
+)
 # A commented-out setting: "# name = value", the name a Settings field, at the start of a line.
 SETTING_LINE = re.compile(r"^# (?P<name>[a-z_]+) = (?P<value>.*)$", re.MULTILINE)
 

@@ -1,0 +1,1 @@
+"""``conveyor slurm``: a glue daemon that runs queued tasks as Slurm batch jobs (docs/slurm.md)."""

@@ -1,0 +1,258 @@
+"""The glue's loop: claim queued tasks into Slurm batch jobs, watch them all with one ``squeue``
+per poll, and tell the server what Slurm says. It holds nothing a restart cannot rebuild: the
+jobs are found again by name (``<prefix><task id>-<attempt>``), their queue in the job comment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from agent.api.client import ApiClient
+from agent.api.errors import ApiError
+from agent.api.models import TaskDocumentError
+from agent.pipeline.plan import ServerAccess
+from agent.pipeline.report import ABORTED_BY_USER
+from agent.settings import Settings
+from agent.slurm.jobscript import batch_script, job_env, write_secret
+from agent.slurm.resources import TASK_SECTION, ResourceError, job_options, queue_cap
+from agent.slurm.slurmcli import SlurmCli, SlurmError
+from agent.slurm.states import (
+    IN_PROGRESS,
+    Act,
+    Decision,
+    Job,
+    TaskView,
+    decide,
+    job_name,
+    latest,
+    pending_message,
+)  # fmt: skip
+
+log = structlog.get_logger()
+TASK_FIELDS = ["id", "status", "status_message", "status_reason", "last_worker"]
+LOST_MESSAGE = "slurm glue restarted and found no job for this task"
+
+
+@dataclass
+class Tracked:
+    job: Job
+    shown: str = ""  # the status message last set while pending
+    abort_seen: float | None = None  # when an abort of the running job was first seen
+    escalated: int = 0  # 1: scancel --signal=TERM sent, 2: scancel sent
+
+
+class Glue:
+    def __init__(
+        self, settings: Settings, api: ApiClient, slurm: SlurmCli, access: ServerAccess,
+        worker: str,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.api = api
+        self.slurm = slurm
+        self.access = access
+        self.worker = worker
+        self.prefix = settings.slurm_job_prefix
+        self.tracked: dict[str, Tracked] = {}
+        self.queues: dict[str, str] = {}  # queue id -> the name it was given by
+        self.stopping = asyncio.Event()
+        self.polls = 0
+
+    # --- the story --------------------------------------------------------------------
+    async def run(self) -> None:
+        for name in self.settings.queues or ("default",):
+            self.queues[await self.api.queue_id(name)] = name
+        await self.api.register_worker(self.worker, list(self.queues))
+        try:
+            await self._adopt()
+            log.info("slurm glue ready", worker=self.worker, queues=list(self.queues.values()),
+                     adopted=len(self.tracked))  # fmt: skip
+            while not self.stopping.is_set():
+                await self.poll_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.settings.slurm_poll_interval)
+        finally:
+            with contextlib.suppress(ApiError):
+                await self.api.unregister_worker(self.worker)
+            log.info("slurm glue stopped", jobs_left_in_slurm=len(self.tracked),
+                     polls=self.polls, slurm_calls=dict(self.slurm.calls))  # fmt: skip
+
+    async def poll_once(self) -> None:
+        """One round: one squeue, one task listing, then claims while the queues have room."""
+        self.polls += 1
+        try:
+            await self._watch(latest(await self.slurm.jobs(self.prefix)))
+            await self._claim()
+            await self.api.status_report(self.worker, queues=list(self.queues))
+        except (ApiError, SlurmError) as exc:
+            log.warning("slurm poll failed; next poll retries", error=str(exc))
+
+    # --- after a restart ----------------------------------------------------------------
+    async def _adopt(self) -> None:
+        """Track the jobs Slurm has under our prefix; fail the tasks this glue had started
+        whose job is nowhere (it vanished while the glue was away, or was never submitted)."""
+        jobs = latest(await self.slurm.jobs(self.prefix))
+        self.tracked = {task_id: Tracked(job) for task_id, job in jobs.items()}
+        tasks = await self.api.list_tasks(status=[IN_PROGRESS], only_fields=TASK_FIELDS)
+        for task in tasks:
+            task_id = str(task.get("id") or "")
+            if task.get("last_worker") != self.worker or task_id in self.tracked:
+                continue
+            with contextlib.suppress(ApiError):
+                await self.api.failed(task_id, LOST_MESSAGE, message=LOST_MESSAGE, force=False)
+                log.warning("task without a slurm job failed", task_id=task_id)
+
+    # --- watching ---------------------------------------------------------------------
+    async def _watch(self, jobs: Mapping[str, Job]) -> None:
+        gone = [t for t in self.tracked if t not in jobs]
+        found = await self.slurm.history([self.tracked[t].job.job_id for t in gone], self.prefix)
+        for task_id, tracked in self.tracked.items():
+            if task_id in jobs:
+                tracked.job = jobs[task_id]
+            elif tracked.job.active:  # left squeue: sacct's word, else unknown ("")
+                old = tracked.job
+                tracked.job = found.get(old.job_id) or dataclasses.replace(old, state="")
+        views = await self._task_views(list(self.tracked))
+        for task_id, tracked in list(self.tracked.items()):
+            view = views.get(task_id, TaskView("deleted"))
+            decision = decide(tracked.job, view, self.settings.slurm_max_attempts)
+            await self._apply(task_id, tracked, view, decision)
+
+    async def _task_views(self, task_ids: list[str]) -> dict[str, TaskView]:
+        if not task_ids:
+            return {}
+        docs = await self.api.list_tasks(id=task_ids, only_fields=TASK_FIELDS)
+        return {
+            str(d["id"]): TaskView(
+                str(d.get("status") or ""),
+                str(d.get("status_message") or ""),
+                str(d.get("status_reason") or ""),
+            )
+            for d in docs
+        }
+
+    async def _apply(self, task_id: str, tracked: Tracked, view: TaskView, d: Decision) -> None:
+        job = tracked.job
+        if d.act is Act.SHOW_PENDING:
+            message = pending_message(job, self.settings.slurm_max_attempts)
+            if message != tracked.shown and view.status == IN_PROGRESS:
+                await self.api.started(task_id, message=message)
+                tracked.shown = message
+        elif d.act is Act.CANCEL:
+            log.info("aborted while pending: scancel", task_id=task_id, job=job.job_id)
+            await self.slurm.cancel(job.job_id)
+            if view.status == IN_PROGRESS:
+                await self.api.stopped(task_id, ABORTED_BY_USER)
+        elif d.act is Act.ESCALATE:
+            await self._escalate(task_id, tracked)
+        elif d.act is Act.REQUEUE:
+            self._forget(task_id)
+            note = f"{d.reason} (attempt {job.attempt + 1}/{self.settings.slurm_max_attempts})"
+            await self._submit(task_id, job.queue_id, job.attempt + 1, note)
+        elif d.act is not Act.NOTHING:
+            await self._finish(task_id, view, d)
+
+    async def _finish(self, task_id: str, view: TaskView, d: Decision) -> None:
+        self._forget(task_id)
+        if d.act is Act.FAILED and view.status != "completed":
+            log.warning("task failed by slurm", task_id=task_id, reason=d.reason)
+            await self.api.failed(task_id, d.reason, message=d.reason, force=True)
+        elif d.act is Act.STOPPED and view.status == IN_PROGRESS:
+            await self.api.stopped(task_id, d.reason)
+
+    async def _escalate(self, task_id: str, tracked: Tracked) -> None:
+        """Aborted while running: `conveyor execute` in the job sees the abort and stops its
+        task (grace, then kill); if the job is still there after that, TERM it, then cancel."""
+        now = time.monotonic()
+        if tracked.abort_seen is None:
+            tracked.abort_seen = now
+            return
+        wait = self.settings.abort_grace + self.settings.abort_poll_interval + 5
+        if tracked.escalated < 1 and now - tracked.abort_seen > wait:
+            await self.slurm.cancel(tracked.job.job_id, signal="TERM")
+            tracked.escalated = 1
+        elif tracked.escalated < 2 and now - tracked.abort_seen > 2 * wait:
+            await self.slurm.cancel(tracked.job.job_id)
+            tracked.escalated = 2
+
+    def _forget(self, task_id: str) -> None:
+        tracked = self.tracked.pop(task_id, None)
+        if tracked is not None:
+            name = job_name(self.prefix, task_id, tracked.job.attempt)
+            self._secret_dir().joinpath(f"{name}.key").unlink(missing_ok=True)
+
+    # --- claiming ---------------------------------------------------------------------
+    def in_flight(self, queue_id: str) -> int:
+        return sum(1 for t in self.tracked.values() if t.job.queue_id == queue_id)
+
+    async def _claim(self) -> None:
+        for queue_id, name in self.queues.items():
+            cap = queue_cap(name, self.settings.slurm_queues, self.settings.slurm_max_jobs)
+            while self.in_flight(queue_id) < cap and not self.stopping.is_set():
+                task_id = await self.api.get_next_task(queue_id, self.worker)
+                if task_id is None:
+                    break
+                existing = self.tracked.get(task_id)
+                if existing is not None and existing.job.active:
+                    # popped again (released when this glue re-registered): its job runs
+                    log.info("task already has a job: not submitted twice", task_id=task_id)
+                    await self.api.started(task_id, message=f"in slurm: job {existing.job.job_id}")
+                    continue
+                attempt = existing.job.attempt + 1 if existing is not None else 1
+                self._forget(task_id)
+                await self._submit(task_id, queue_id, attempt, "")
+
+    async def _submit(self, task_id: str, queue_id: str, attempt: int, note: str) -> None:
+        name = job_name(self.prefix, task_id, attempt)
+        try:
+            spec = await self.api.get_task(task_id)
+            section = {p.name: p.value for p in spec.hyperparams.get(TASK_SECTION, {}).values()}
+            resources = job_options(
+                self.queues.get(queue_id, ""), self.settings.slurm_defaults,
+                self.settings.slurm_queues, section,
+            )  # fmt: skip
+        except (ResourceError, TaskDocumentError) as exc:
+            await self._refuse(task_id, f"not submitted to slurm: {exc}")
+            return
+        secret = write_secret(self._secret_dir(), name, self.access.secret_key)
+        try:
+            job_id = await self.slurm.submit(
+                batch_script(self.settings.slurm_conveyor, task_id, attempt),
+                [*resources, *self._job_options(name, queue_id)],
+                job_env(self.access, secret, self.settings.slurm_job_env, os.environ),
+            )
+        except SlurmError as exc:
+            secret.unlink(missing_ok=True)
+            if exc.transient:  # the controller is away: back to the queue, this poll ends
+                await self.api.enqueue(task_id, queue_id)
+                raise
+            await self._refuse(task_id, f"sbatch refused the job: {exc}")
+            return
+        job = Job(job_id, task_id, attempt, "PENDING", "submitted", queue_id)
+        self.tracked[task_id] = Tracked(job)
+        log.info("task submitted", task_id=task_id, job=job_id, attempt=attempt)
+        await self.api.started(task_id, message=note or f"submitted to slurm: job {job_id}")
+
+    def _job_options(self, name: str, queue_id: str) -> list[str]:
+        shared = self.settings.slurm_shared_dir
+        (shared / "logs").mkdir(parents=True, exist_ok=True)
+        return [
+            f"--job-name={name}", f"--comment={queue_id}", "--no-requeue",
+            f"--output={shared / 'logs'}/%x-%j.out", f"--chdir={shared}",
+        ]  # fmt: skip
+
+    async def _refuse(self, task_id: str, reason: str) -> None:
+        log.warning("task refused", task_id=task_id, reason=reason)
+        await self.api.started(task_id, message="refused by the slurm glue")
+        await self.api.failed(task_id, reason, message=reason, force=True)
+
+    def _secret_dir(self) -> Path:
+        return self.settings.slurm_shared_dir / "secrets"

@@ -1,0 +1,151 @@
+"""Pure: job names, ``squeue`` lines, and what the glue does about a job given its Slurm state
+and its task's status (one decision function, unit-tested without Slurm or a server)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from agent.pipeline.report import ABORTED_BY_USER, AGENT_SHUTDOWN
+
+# squeue --format: id | name | state | reason | comment (the queue id the job serves)
+SQUEUE_FORMAT = "%i|%j|%T|%r|%k"
+ACTIVE = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+     "SIGNALING", "STAGE_OUT", "STOPPED", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT"}
+)  # fmt: skip
+INFRASTRUCTURE = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})  # requeued, under a cap
+FINAL_TASK = frozenset({"completed", "failed", "stopped", "published", "closed"})
+IN_PROGRESS = "in_progress"
+STOPPING = "stopping"
+_TASK_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+
+def job_name(prefix: str, task_id: str, attempt: int) -> str:
+    """``conveyor-<task id>-<attempt>``: a restarted glue finds its jobs by this name alone."""
+    if not _TASK_ID.fullmatch(task_id):
+        raise ValueError(f"task id {task_id!r} cannot name a Slurm job")
+    return f"{prefix}{task_id}-{attempt}"
+
+
+def parse_job_name(prefix: str, name: str) -> tuple[str, int] | None:
+    if not name.startswith(prefix):
+        return None
+    task_id, _, attempt = name[len(prefix) :].rpartition("-")
+    if not attempt.isdigit() or not _TASK_ID.fullmatch(task_id):
+        return None
+    return task_id, int(attempt)
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    task_id: str
+    attempt: int
+    state: str  # Slurm's, upper case; "" when Slurm no longer knows the job
+    reason: str = ""
+    queue_id: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+def parse_squeue(text: str, prefix: str) -> list[Job]:
+    """The glue's jobs among ``squeue --states=all --noheader --format=SQUEUE_FORMAT`` lines."""
+    jobs = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5:
+            continue
+        named = parse_job_name(prefix, parts[1])
+        if named is None:
+            continue
+        comment = parts[4] if parts[4] not in ("(null)", "") else ""
+        jobs.append(Job(parts[0], named[0], named[1], parts[2].split()[0], parts[3], comment))
+    return jobs
+
+
+def latest(jobs: list[Job]) -> dict[str, Job]:
+    """Per task, its job of the highest attempt (a requeued task's earlier jobs linger)."""
+    out: dict[str, Job] = {}
+    for job in jobs:
+        seen = out.get(job.task_id)
+        if seen is None or (job.attempt, int(job.job_id)) > (seen.attempt, int(seen.job_id)):
+            out[job.task_id] = job
+    return out
+
+
+class Act(enum.Enum):
+    NOTHING = "nothing"  # keep watching
+    SHOW_PENDING = "show_pending"  # status message: pending in slurm: job N (Reason)
+    CANCEL = "cancel"  # scancel a job nobody wants any more (aborted while pending)
+    ESCALATE = "escalate"  # aborted while running: let `conveyor execute` stop it, then signal
+    FORGET = "forget"  # the task has its final status: stop tracking
+    STOPPED = "stopped"  # report the task stopped (reason)
+    FAILED = "failed"  # report the task failed (reason)
+    REQUEUE = "requeue"  # submit the next attempt under the same task id
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the server says of a task: the fields the glue reads in its one listing per poll."""
+
+    status: str
+    message: str = ""
+    reason: str = ""
+
+    @property
+    def aborted(self) -> bool:
+        """The user wants it to end: ``tasks.stop`` marked it, or it was stopped or reset."""
+        if self.status == IN_PROGRESS:
+            return self.message.strip().lower() == STOPPING
+        return self.status in ("queued", "created") or (
+            self.status == "stopped" and self.reason != AGENT_SHUTDOWN
+        )
+
+    @property
+    def cut_short(self) -> bool:
+        """Still running, or ended as a job that Slurm killed ends: Slurm's TERM reaches
+        `conveyor execute` ("stopped: agent shutdown") and the task's own processes ("failed:
+        killed by signal 15") alike. Asked only of jobs Slurm ended (time limit, preemption,
+        node failure), whose task could not have ended on its own: Slurm's reason is the real
+        one. A user's stop or a completion stands."""
+        return self.status in (IN_PROGRESS, "failed") or (
+            self.status == "stopped" and self.reason == AGENT_SHUTDOWN
+        )
+
+
+def decide(job: Job, task: TaskView, max_attempts: int) -> Decision:
+    """What to do about ``job`` given what the server says of its task."""
+    if job.active:
+        if not task.aborted:
+            return Decision(Act.SHOW_PENDING if job.state == "PENDING" else Act.NOTHING)
+        return Decision(Act.CANCEL if job.state == "PENDING" else Act.ESCALATE)
+    where = f"slurm job {job.job_id}"
+    if job.state == "TIMEOUT" and task.cut_short:
+        return Decision(Act.FAILED, f"{where} reached its time limit (TIMEOUT)")
+    if job.state == "CANCELLED" and task.cut_short and not task.aborted:
+        return Decision(Act.FAILED, f"{where} was cancelled in slurm, not by conveyor")
+    if job.state in INFRASTRUCTURE and task.cut_short:
+        if job.attempt < max_attempts:
+            return Decision(Act.REQUEUE, f"{where} {job.state.lower()}: requeued")
+        return Decision(Act.FAILED, f"{where} {job.state.lower()} ({job.attempt} attempts)")
+    if task.status in FINAL_TASK:
+        return Decision(Act.FORGET)
+    if task.aborted:
+        return Decision(Act.STOPPED, ABORTED_BY_USER)
+    state = job.state.lower() or "vanished, no accounting record"
+    return Decision(Act.FAILED, f"{where} ended ({state}) without a final status")
+
+
+def pending_message(job: Job, max_attempts: int) -> str:
+    attempt = f", attempt {job.attempt}/{max_attempts}" if job.attempt > 1 else ""
+    return f"pending in slurm: job {job.job_id} ({job.reason or 'None'}){attempt}"
