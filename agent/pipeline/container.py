@@ -43,6 +43,7 @@ import docker.errors
 import structlog
 from docker.types import DeviceRequest, LogConfig, Mount
 
+from agent.config.settings import Settings
 from agent.pipeline.console import Console
 from agent.pipeline.docker_env import UV_IN_CONTAINER, as_is, prepare_in_container
 from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
@@ -51,7 +52,6 @@ from agent.pipeline.errors import StageError
 from agent.pipeline.plan import Plan
 from agent.pipeline.sandbox import Ending, SandboxUnavailable
 from agent.pipeline.source import SourceResult
-from agent.settings import Settings
 from agent.supervise.container import run_container
 from agent.supervise.lines import LineSplitter
 from agent.supervise.process import AbortSignal, LineSink
@@ -64,7 +64,7 @@ CONTROL_DIR = ".conveyor"  # in the task dir: the hold FIFO, the task's command 
 GO_FIFO = "go"
 TASK_SCRIPT = "task.sh"
 SETUP_SCRIPT = "setup.sh"
-MODELS_DIR = "models"  # under cache_dir: the input model cache (agent/service.py)
+MODELS_DIR = "models"  # under cache_dir: the input model cache (agent/worker/service.py)
 # The container's first process: wait for the agent's word, then become the task.
 HOLD = 'read -r _ < "$0" && exec /bin/sh "$1"'
 # setup_shell_script runs with bash when the image has it (ClearML's scripts assume bash).

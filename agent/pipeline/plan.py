@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.api.models import TaskSpec
+from agent.config.settings import Settings
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
 from agent.pipeline.errors import StageError
 from agent.pipeline.overrides import Overrides, imports_sdk, plan_overrides, requires_sdk
 from agent.pipeline.source import SourceRequest
-from agent.settings import Settings
 
 # Variables of the agent's own environment that must never reach a task: they would point the
 # task's SDK at a stale parent task or leak the agent's configuration.

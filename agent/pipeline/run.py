@@ -21,6 +21,7 @@ import structlog
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError, TaskSpec
+from agent.config.settings import Settings
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
 from agent.pipeline.errors import StageError
@@ -36,7 +37,6 @@ from agent.pipeline.plan import (
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
-from agent.settings import Settings
 from agent.supervise.logs import LogShipper, TaskConsole
 from agent.supervise.metrics import TaskMonitor
 from agent.supervise.process import ExitInfo, describe

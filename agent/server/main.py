@@ -12,12 +12,12 @@ from types import FrameType
 
 import uvicorn
 
+from agent.config.settings import Settings
 from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
 from agent.server.state import Credentials, ServerConfig
-from agent.settings import Settings
 
 DB_FILENAME = "server.db"
 

@@ -1,5 +1,5 @@
 from agent.api.errors import INVALID_QUEUE_ID, ApiError, error_from
-from agent.daemon import _no_such_endpoint, next_poll_delay, queue_order
+from agent.worker.daemon import _no_such_endpoint, next_poll_delay, queue_order
 
 
 def test_poll_delay_is_zero_while_working_and_backs_off_when_idle() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.api.models import TaskSpec
+from agent.config.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
 from agent.pipeline.docker_plan import (
     LABEL_TASK,
     LABEL_WORKER,
@@ -18,7 +19,6 @@ from agent.pipeline.docker_plan import (
 )
 from agent.pipeline.errors import StageError
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
-from agent.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
 
 DEFAULT = ArgsPolicy.from_settings(Settings())
 HOST = HostFacts(hostname="box", gpu_count=2, agent_python="3.11")

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.api.models import TaskSpec
+from agent.config.settings import Settings
 from agent.pipeline.container import HOLD, create_args
 from agent.pipeline.docker_env import UV_IN_CONTAINER
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
-from agent.settings import Settings
 
 HOST = HostFacts(hostname="box", gpu_count=4, agent_python="3.11")
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

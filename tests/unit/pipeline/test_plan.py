@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from agent.api.models import TaskSpec
+from agent.config.settings import Settings
 from agent.pipeline.errors import StageError
 from agent.pipeline.plan import (
     HostFacts,
@@ -12,7 +13,6 @@ from agent.pipeline.plan import (
     scrub_agent_env,
     split_entry_point,
 )
-from agent.settings import Settings
 
 HOST = HostFacts(hostname="box", gpu_count=0, agent_python="3.11")
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.api.client import ApiClient
-from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
-from agent.daemon import Daemon, ExitCode, Slot
+from agent.config.settings import Settings
 from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.models import ModelCache
 from agent.pipeline.plan import HostFacts, ServerAccess
@@ -22,9 +21,10 @@ from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
 from agent.pipeline.sandbox import HostRuntime, Runtime
 from agent.server.embedded import EmbeddedServer
-from agent.settings import Settings
 from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
+from agent.worker.connect import remove_embedded_state, resolve_access, write_embedded_state
+from agent.worker.daemon import Daemon, ExitCode, Slot
 
 log = structlog.get_logger()
 BYTES_PER_GB = 1024**3

@@ -214,7 +214,10 @@ def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def _from_clearml_conf(environ: Mapping[str, str]) -> dict[str, Any]:
     """The ``api`` section of an existing clearml.conf: ClearML users need no new config."""
-    from agent.clearml_conf import default_path, read_clearml_conf  # imports agent.settings
+    from agent.config.clearml_conf import (
+        default_path,
+        read_clearml_conf,
+    )  # imports agent.config.settings
 
     found = read_clearml_conf(default_path(environ))
     return {name: _coerce(name, value, "clearml.conf") for name, value in found.items()}

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.connect import ConnectError, resolve_access
-from agent.logsetup import configure
+from agent.config.logsetup import configure
+from agent.config.settings import Settings, SettingsError, load_settings
 from agent.pipeline.plan import ServerAccess
-from agent.settings import Settings, SettingsError, load_settings
+from agent.worker.connect import ConnectError, resolve_access
 
 T = TypeVar("T")
 

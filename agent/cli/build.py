@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 
 from agent.api.client import ApiClient
+from agent.config.settings import Settings
 from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import ServerAccess, make_plan, refine_for_source
 from agent.pipeline.source import prepare_source, sdk_hints
-from agent.service import host_facts
-from agent.settings import Settings
+from agent.worker.service import host_facts
 
 
 class PrintConsole:

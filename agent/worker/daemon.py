@@ -30,7 +30,6 @@ from typing import Any
 
 import structlog
 
-from agent import sdnotify
 from agent.api.client import ApiClient
 from agent.api.errors import (
     HTTP_BAD_REQUEST,
@@ -40,12 +39,13 @@ from agent.api.errors import (
     InvalidStateError,
     NotFoundError,
 )
+from agent.config.settings import Settings
 from agent.pipeline import report
 from agent.pipeline.plan import allocate_gpus
 from agent.pipeline.report import Outcome
-from agent.settings import Settings
 from agent.supervise.metrics import MachineSampler
 from agent.supervise.tree import kill_orphans
+from agent.worker import sdnotify
 
 log = structlog.get_logger()
 

@@ -1,6 +1,6 @@
 """The ``conveyor`` command line: thin commands over settings, service and the API client.
 
-Exit codes (agent/cli_support.py): 0 success; 1 failure (the task failed, the server refused,
+Exit codes (agent/cli/support.py): 0 success; 1 failure (the task failed, the server refused,
 the agent could not run); 2 usage (bad flags or settings); 3 no server reachable or configured.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from agent import __version__
-from agent.cli_support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
-from agent.commands import COMMANDS
-from agent.connect import ConnectError
+from agent.cli.support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
+from agent.cli.tasks import COMMANDS
+from agent.worker.connect import ConnectError
 
 
 @click.group()
@@ -50,10 +50,10 @@ def server(
     files_public: bool,
 ) -> None:
     """Run the embedded control plane (SQLite, and a file service) in the foreground."""
-    from agent.connect import remove_embedded_state, write_embedded_state
     from agent.pipeline.plan import ServerAccess
     from agent.server.embedded import Credentials, ServerRefused
     from agent.server.main import serve
+    from agent.worker.connect import remove_embedded_state, write_embedded_state
 
     settings = settings_from(ctx)
     explicit = (
@@ -126,7 +126,7 @@ def daemon(
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
     from agent.pipeline.sandbox import SandboxUnavailable
-    from agent.service import control_plane, run_daemon
+    from agent.worker.service import control_plane, run_daemon
 
     names = (*queues, *more_queues)
     settings = settings_from(
@@ -155,7 +155,7 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
     """Run one task in the foreground with the daemon's pipeline."""
     from agent.pipeline.report import Status
     from agent.pipeline.sandbox import SandboxUnavailable
-    from agent.service import execute_one
+    from agent.worker.service import execute_one
 
     settings = settings_from(ctx, **docker_flags(docker_image))
     server_access = access(settings)
@@ -175,7 +175,7 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
 @click.pass_context
 def build(ctx: click.Context, task_id: str, target: Path) -> None:
     """Prepare a task's source and environment in TARGET without running it."""
-    from agent.build import build_task
+    from agent.cli.build import build_task
     from agent.pipeline.errors import StageError
 
     settings = settings_from(ctx)

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
-from agent.cli_support import EXIT_FAILURE, LogCursor, access, run, settings_from
+from agent.cli.submit import SubmitError, describe_script
+from agent.cli.support import EXIT_FAILURE, LogCursor, access, run, settings_from
 from agent.pipeline.plan import ServerAccess
-from agent.submit import SubmitError, describe_script
 
 FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "published", "closed"})
 
