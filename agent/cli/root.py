@@ -176,7 +176,7 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
 def build(ctx: click.Context, task_id: str, target: Path) -> None:
     """Prepare a task's source and environment in TARGET without running it."""
     from agent.cli.build import build_task
-    from agent.pipeline.errors import StageError
+    from agent.errors import StageError
 
     settings = settings_from(ctx)
     server_access = access(settings)

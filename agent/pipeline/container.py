@@ -44,11 +44,11 @@ import structlog
 from docker.types import DeviceRequest, LogConfig, Mount
 
 from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.console import Console
 from agent.pipeline.docker_env import UV_IN_CONTAINER, as_is, prepare_in_container
 from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
 from agent.pipeline.environment import INSTALL_TIMEOUT, UV_CACHE, PreparedEnvironment, default_uv
-from agent.pipeline.errors import StageError
 from agent.pipeline.plan import Plan
 from agent.pipeline.sandbox import Ending, SandboxUnavailable
 from agent.pipeline.source import SourceResult

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import structlog
 
+from agent.errors import StageError
 from agent.pipeline.console import Console
 from agent.pipeline.environment import (
     FREEZE_TIMEOUT,
@@ -35,7 +36,6 @@ from agent.pipeline.environment import (
     build_venv,
     venv_python,
 )
-from agent.pipeline.errors import StageError
 from agent.pipeline.interpreters import (
     Interpreter,
     PythonSpec,

@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.api.models import TaskSpec
 from agent.config.settings import Settings
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 
 STAGE = "plan"
 RUN_AS_IS = "--run-as-is"

@@ -28,8 +28,8 @@ from typing import Protocol
 
 import structlog
 
+from agent.errors import StageError
 from agent.pipeline.console import Console
-from agent.pipeline.errors import StageError
 from agent.pipeline.interpreters import Interpreter, locate_interpreter, uv_error_summary
 from agent.pipeline.requirements import (
     Requirements,

@@ -68,8 +68,8 @@ import structlog
 from agent.api.client import ApiClient
 from agent.api.errors import INVALID_MODEL_ID, ApiError
 from agent.api.models import InputModelRef, TaskDocumentError, TaskSpec
+from agent.errors import StageError
 from agent.pipeline.console import Console
-from agent.pipeline.errors import StageError
 
 log = structlog.get_logger()
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from agent.api.models import TaskSpec
 from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
-from agent.pipeline.errors import StageError
 from agent.pipeline.overrides import Overrides, imports_sdk, plan_overrides, requires_sdk
 from agent.pipeline.source import SourceRequest
 

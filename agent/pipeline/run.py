@@ -22,9 +22,9 @@ from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError, TaskSpec
 from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
-from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models
 from agent.pipeline.overrides import apply_overrides, expand_references
 from agent.pipeline.plan import (

@@ -35,8 +35,8 @@ import filelock
 import git
 import structlog
 
+from agent.errors import StageError
 from agent.pipeline.console import Console
-from agent.pipeline.errors import StageError
 
 log = structlog.get_logger()
 MAX_HINT_CHARS = 1_000_000  # of a script read to see whether it imports clearml

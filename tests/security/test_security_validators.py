@@ -13,8 +13,8 @@ import pytest
 
 from agent.api.models import TaskSpec
 from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import ArgsPolicy, parse_container_args
-from agent.pipeline.errors import StageError
 from agent.pipeline.overrides import plan_overrides
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan, split_entry_point, task_env
 from agent.pipeline.source import SourceRequest, validate_repository, validate_request

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.api.client import ApiClient
+from agent.errors import StageError
 from agent.pipeline import models as models_module
 from agent.pipeline.console import ListConsole
-from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models, redact
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import wait_for

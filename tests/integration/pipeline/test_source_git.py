@@ -18,8 +18,8 @@ from gitservers import (
     numbered,
 )
 
+from agent.errors import StageError
 from agent.pipeline.console import ListConsole
-from agent.pipeline.errors import StageError
 from agent.pipeline.source import (
     GitCredentials,
     SourceRequest,

@@ -8,6 +8,7 @@ import pytest
 
 from agent.api.models import TaskSpec
 from agent.config.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import (
     LABEL_TASK,
     LABEL_WORKER,
@@ -17,7 +18,6 @@ from agent.pipeline.docker_plan import (
     parse_container_args,
     plan_container,
 )
-from agent.pipeline.errors import StageError
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
 
 DEFAULT = ArgsPolicy.from_settings(Settings())

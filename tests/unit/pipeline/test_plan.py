@@ -4,7 +4,7 @@ import pytest
 
 from agent.api.models import TaskSpec
 from agent.config.settings import Settings
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 from agent.pipeline.plan import (
     HostFacts,
     ServerAccess,

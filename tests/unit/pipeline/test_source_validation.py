@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 from agent.pipeline.source import (
     SourceRequest,
     describe_revision,
