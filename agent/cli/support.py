@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
+from agent.config.errors import SettingsError
 from agent.config.logsetup import configure
-from agent.config.settings import Settings, SettingsError, load_settings
+from agent.config.settings import Settings, load_settings
 from agent.pipeline.plan import ServerAccess
 from agent.worker.connect import ConnectError, resolve_access
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.api.models import TaskSpec
-from agent.config.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
+from agent.config.errors import SettingsError
+from agent.config.settings import DEFAULT_DOCKER_ARGS, Settings, load_settings
 from agent.errors import StageError
 from agent.pipeline.docker_plan import (
     LABEL_TASK,
