@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
@@ -120,15 +118,16 @@ def _cell(value: Any) -> str:
 
 
 def _print_table(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    console = Console()
-    if not console.is_terminal:
-        for row in rows:
-            click.echo("\t".join(_cell(row.get(c)) for c in columns))
+    """Tab-separated rows for pipes and scripts; on a terminal, aligned under a header."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    if not sys.stdout.isatty():
+        for line in cells:
+            click.echo("\t".join(line))
         return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for line in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
 
 
 @click.command()
