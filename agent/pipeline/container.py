@@ -51,7 +51,7 @@ from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
 from agent.pipeline.environment import INSTALL_TIMEOUT, UV_CACHE, PreparedEnvironment, default_uv
 from agent.pipeline.plan import Plan
 from agent.pipeline.sandbox import Ending, SandboxUnavailable
-from agent.pipeline.source import SourceResult
+from agent.pipeline.source_request import SourceResult
 from agent.supervise.container import run_container
 from agent.supervise.lines import LineSplitter
 from agent.supervise.process import AbortSignal, LineSink

@@ -19,7 +19,7 @@ from agent.errors import StageError
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
 from agent.pipeline.overrides import Overrides, imports_sdk, plan_overrides, requires_sdk
-from agent.pipeline.source import SourceRequest
+from agent.pipeline.source_request import SourceRequest
 
 # Variables of the agent's own environment that must never reach a task: they would point the
 # task's SDK at a stale parent task or leak the agent's configuration.

@@ -36,7 +36,8 @@ from agent.pipeline.plan import (
 )
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
-from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
+from agent.pipeline.source import prepare_source
+from agent.pipeline.source_request import GitCredentials, SourceResult, sdk_hints
 from agent.supervise.logs import LogShipper, TaskConsole
 from agent.supervise.metrics import TaskMonitor
 from agent.supervise.process import ExitInfo, describe

@@ -25,7 +25,7 @@ from typing import Protocol
 from agent.pipeline.console import Console
 from agent.pipeline.environment import Environment, PreparedEnvironment
 from agent.pipeline.plan import Plan, scrub_agent_env
-from agent.pipeline.source import SourceResult
+from agent.pipeline.source_request import SourceResult
 from agent.supervise.process import AbortSignal, ExitInfo, LineSink, describe, run_process
 
 

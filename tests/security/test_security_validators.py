@@ -17,7 +17,7 @@ from agent.errors import StageError
 from agent.pipeline.docker_plan import ArgsPolicy, parse_container_args
 from agent.pipeline.overrides import plan_overrides
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan, split_entry_point, task_env
-from agent.pipeline.source import SourceRequest, validate_repository, validate_request
+from agent.pipeline.source_request import SourceRequest, validate_repository, validate_request
 
 REPO = "https://git.example.com/org/repo.git"
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

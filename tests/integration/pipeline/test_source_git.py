@@ -20,12 +20,12 @@ from gitservers import (
 
 from agent.errors import StageError
 from agent.pipeline.console import ListConsole
-from agent.pipeline.source import (
+from agent.pipeline.source import prepare_source
+from agent.pipeline.source_request import (
     GitCredentials,
     SourceRequest,
     SourceResult,
     mirror_dir_name,
-    prepare_source,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import StageError
-from agent.pipeline.source import (
+from agent.pipeline.source_request import (
     SourceRequest,
     describe_revision,
     mask_url,
