@@ -24,7 +24,8 @@ from agent.pipeline.plan import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.supervise.metrics import gpu_count
 from agent.worker.connect import remove_embedded_state, resolve_access, write_embedded_state
-from agent.worker.daemon import Daemon, ExitCode, Slot
+from agent.worker.daemon import Daemon, ExitCode
+from agent.worker.policy import Slot
 
 if TYPE_CHECKING:
     from agent.pipeline.run import TaskContext

@@ -15,7 +15,8 @@ from agent.api.client import ApiClient
 from agent.config.settings import Settings
 from agent.pipeline.report import Outcome
 from agent.server.embedded import EmbeddedServer
-from agent.worker.daemon import Daemon, ExitCode, Slot
+from agent.worker.daemon import Daemon, ExitCode
+from agent.worker.policy import Slot
 
 WAIT = 30.0  # every wait in these tests gives up after this long
 
