@@ -48,7 +48,8 @@ from agent.errors import StageError
 from agent.pipeline.console import Console
 from agent.pipeline.docker_env import UV_IN_CONTAINER, as_is, prepare_in_container
 from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
-from agent.pipeline.environment import INSTALL_TIMEOUT, UV_CACHE, PreparedEnvironment, default_uv
+from agent.pipeline.environment import UV_CACHE, PreparedEnvironment, default_uv
+from agent.pipeline.installers import INSTALL_TIMEOUT
 from agent.pipeline.plan import Plan
 from agent.pipeline.sandbox import Ending, SandboxUnavailable
 from agent.pipeline.source_request import SourceResult
