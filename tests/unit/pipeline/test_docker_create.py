@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.api.models import TaskSpec
 from agent.config.settings import Settings
-from agent.pipeline.container import HOLD, create_args
+from agent.pipeline.docker_create import HOLD, create_args
 from agent.pipeline.docker_env import UV_IN_CONTAINER
 from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
 
