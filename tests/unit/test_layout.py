@@ -1,5 +1,6 @@
-"""The layering of agent/: imports run one way only (cli → worker → pipeline → supervise → api,
-config), and no modules import each other in a circle, lazy imports inside functions included."""
+"""The layout of agent/: imports run one way only (cli → worker → pipeline → supervise → api,
+config), no modules import each other in a circle (lazy imports inside functions included), no
+module is over 400 lines and no function over 60."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 # Package → rank: a module may import from a package of lower rank (or its own), never higher
 # or equal. Root modules (agent/__init__.py, agent/errors.py) are the floor every layer stands on.
@@ -129,3 +132,19 @@ def test_no_module_cycles() -> None:
 )
 def test_find_cycle(graph: dict[str, set[str]], cyclic: bool) -> None:
     assert (find_cycle(graph) is not None) is cyclic
+
+
+def test_no_oversized_module_or_function() -> None:
+    oversized: list[str] = []
+    for path in sorted(AGENT.rglob("*.py")):
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            oversized.append(f"{path.relative_to(AGENT.parent)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                length = (node.end_lineno or node.lineno) - start + 1
+                if length > MAX_FUNCTION_LINES:
+                    oversized.append(f"{path.relative_to(AGENT.parent)}: {node.name}() {length}")
+    assert not oversized, "split these along their seams:\n" + "\n".join(oversized)
