@@ -5,7 +5,6 @@ virtualenv + pip fallback, each run with a timeout in its own process group.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import structlog
 from agent.errors import StageError
 from agent.pipeline.console import Console
 from agent.pipeline.interpreters import Interpreter, uv_error_summary
+from agent.pipeline.paths import remove_path
 from agent.pipeline.requirements import Requirements
 
 log = structlog.get_logger()
@@ -251,10 +251,3 @@ def _pip_reason(stderr: str) -> str:
 
 def _tail(text: str) -> str:
     return text.strip()[-_TAIL_CHARS:] or "no output"
-
-
-def remove_path(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)

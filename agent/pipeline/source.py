@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ import structlog
 
 from agent.pipeline.console import Console
 from agent.pipeline.git_cmd import add_config, first_error, git_env, git_out, git_run
+from agent.pipeline.paths import remove_path
 from agent.pipeline.source_request import (
     URL_SCHEME,
     GitCredentials,
@@ -111,7 +111,7 @@ def prepare_source(
 def _write_literal_script(req: SourceRequest, root: Path, console: Console) -> SourceResult:
     name = req.entry_point or DEFAULT_SCRIPT_NAME
     check_relative("entry point", name)
-    _remove(root)
+    remove_path(root)
     cwd = root / posixpath.normpath(req.working_dir or ".")
     path = cwd / posixpath.normpath(name)
     try:
@@ -141,7 +141,7 @@ def _mirror_and_clone(
                 raise stage_error(
                     f"git checkout failed: {describe_revision(req)} not found in {mask_url(url)}"
                 )
-            _remove(root)
+            remove_path(root)
             root.parent.mkdir(parents=True, exist_ok=True)
             git_run(
                 root.parent,
@@ -170,7 +170,7 @@ def _open_mirror(mirror: Path, url: str) -> None:
             return
         except git.GitCommandError as exc:  # damaged (e.g. a crash mid-write): start over
             log.warning("source.mirror_rebuilt", mirror=str(mirror), error=first_error(exc, {}))
-    _remove(mirror)
+    remove_path(mirror)
     staging = Path(tempfile.mkdtemp(prefix=f"{mirror.name}.", dir=mirror.parent))
     try:
         git.Repo.init(str(staging), bare=True)
@@ -186,7 +186,7 @@ def _open_mirror(mirror: Path, url: str) -> None:
         )
         staging.rename(mirror)
     finally:
-        _remove(staging)
+        remove_path(staging)
 
 
 def _fetch(mirror: Path, url: str, env: Mapping[str, str], *, default_branch: bool) -> None:
@@ -295,10 +295,3 @@ def _locate(root: Path, req: SourceRequest) -> tuple[Path, Path]:
 def _count_files(diff: str) -> int:
     headers = sum(1 for line in diff.splitlines() if line.startswith("diff "))
     return headers or 1
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
