@@ -37,6 +37,7 @@ from agent.pipeline.report import Outcome
 from agent.supervise.metrics import MachineSampler
 from agent.supervise.tree import kill_orphans
 from agent.worker import sdnotify
+from agent.worker.memory import release_free_memory
 from agent.worker.policy import (
     Slot,
     is_own_worker,
@@ -84,6 +85,7 @@ class Daemon:
         self._turn = 0
         self._long_polls = settings.poll_wait > 0  # until the server shows it has none
         self._pace_next_idle = False
+        self._idle_since_work = True  # start-up counts as work: trim once idle
 
     # --- the story --------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -131,6 +133,9 @@ class Daemon:
         while they run out empty); on a server without long polls (ClearML's), or when the
         last one showed entries that the claim then missed, wait ``delay`` (the adaptive
         back-off) instead."""
+        if self._idle_since_work:
+            self._idle_since_work = False
+            release_free_memory()  # what start-up or the last task freed goes back to the system
         if self._pace_next_idle:
             self._pace_next_idle = False
             await self._wait(self.stopping, delay)
@@ -212,6 +217,7 @@ class Daemon:
         slot.job.add_done_callback(functools.partial(self._finished, slot))
 
     def _finished(self, slot: Slot, job: asyncio.Task[Outcome]) -> None:
+        self._idle_since_work = True
         if not job.cancelled() and job.exception() is not None:
             log.error("task runner crashed", task_id=slot.task_id, error=repr(job.exception()))
         slot.task_id = slot.queue_id = None
