@@ -50,7 +50,7 @@ def server(
     files_public: bool,
 ) -> None:
     """Run the embedded control plane (SQLite, and a file service) in the foreground."""
-    from agent.pipeline.plan import ServerAccess
+    from agent.pipeline.host import ServerAccess
     from agent.server.embedded import Credentials, ServerRefused
     from agent.server.main import serve
     from agent.worker.connect import remove_embedded_state, write_embedded_state

@@ -13,7 +13,7 @@ import click
 from agent.config.errors import SettingsError
 from agent.config.logsetup import configure
 from agent.config.settings import Settings, load_settings
-from agent.pipeline.plan import ServerAccess
+from agent.pipeline.host import ServerAccess
 from agent.worker.connect import ConnectError, resolve_access
 
 T = TypeVar("T")

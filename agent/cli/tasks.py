@@ -13,7 +13,7 @@ import click
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
 from agent.cli.support import EXIT_FAILURE, LogCursor, access, run, settings_from
-from agent.pipeline.plan import ServerAccess
+from agent.pipeline.host import ServerAccess
 
 FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "published", "closed"})
 

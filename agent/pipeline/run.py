@@ -25,15 +25,10 @@ from agent.config.settings import Settings
 from agent.errors import StageError
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.models import ModelCache, fetch_input_models
 from agent.pipeline.overrides import apply_overrides, expand_references
-from agent.pipeline.plan import (
-    HostFacts,
-    Plan,
-    ServerAccess,
-    make_plan,
-    refine_for_source,
-)
+from agent.pipeline.plan import Plan, make_plan, refine_for_source
 from agent.pipeline.report import Outcome, report
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
 from agent.pipeline.source import prepare_source

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from agent.config.settings import Settings
-from agent.pipeline.plan import ServerAccess
+from agent.pipeline.host import ServerAccess
 
 STATE_FILE = "server.json"
 

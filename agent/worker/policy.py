@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent.api.errors import HTTP_BAD_REQUEST, HTTP_NOT_FOUND, ApiError, AuthError, NotFoundError
 from agent.config.settings import Settings
-from agent.pipeline.plan import allocate_gpus
+from agent.pipeline.host import allocate_gpus
 from agent.pipeline.report import Outcome
 
 

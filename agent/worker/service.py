@@ -20,7 +20,7 @@ import structlog
 
 from agent.api.client import ApiClient
 from agent.config.settings import Settings
-from agent.pipeline.plan import HostFacts, ServerAccess
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.supervise.metrics import gpu_count
 from agent.worker.connect import remove_embedded_state, resolve_access, write_embedded_state

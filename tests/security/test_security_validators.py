@@ -15,8 +15,9 @@ from agent.api.models import TaskSpec
 from agent.config.settings import Settings
 from agent.errors import StageError
 from agent.pipeline.docker_plan import ArgsPolicy, parse_container_args
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.overrides import plan_overrides
-from agent.pipeline.plan import HostFacts, ServerAccess, make_plan, split_entry_point, task_env
+from agent.pipeline.plan import make_plan, split_entry_point, task_env
 from agent.pipeline.source_request import SourceRequest, validate_repository, validate_request
 
 REPO = "https://git.example.com/org/repo.git"

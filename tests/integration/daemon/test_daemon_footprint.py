@@ -41,7 +41,15 @@ with control_plane(settings) as access:
     asyncio.run(main(settings, access))
 """
 
-HEAVY = ("git", "docker", "pyhocon", "rich", "agent.pipeline.run", "agent.pipeline.source")
+HEAVY = (
+    "git",
+    "docker",
+    "pyhocon",
+    "rich",
+    "agent.pipeline.plan",
+    "agent.pipeline.run",
+    "agent.pipeline.source",
+)
 
 
 def idle_modules(env: dict[str, str]) -> set[str]:

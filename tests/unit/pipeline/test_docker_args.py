@@ -19,7 +19,8 @@ from agent.pipeline.docker_plan import (
     parse_container_args,
     plan_container,
 )
-from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
+from agent.pipeline.host import HostFacts, ServerAccess
+from agent.pipeline.plan import make_plan
 
 DEFAULT = ArgsPolicy.from_settings(Settings())
 HOST = HostFacts(hostname="box", gpu_count=2, agent_python="3.11")
