@@ -3,7 +3,6 @@
 Every call the agent makes to the server goes through a method here; the daemon and the pipeline
 never see a URL or an envelope. Documents with a shape become frozen dataclasses at this edge
 (:class:`TaskSpec`, :class:`ModelInfo`); a malformed one raises :class:`TaskDocumentError`.
-
 Retry budgets: ``retry_for`` seconds of retrying transient failures (None: forever). Views made
 with :meth:`ApiClient.with_retry_for` share the connection pool and the token.
 """

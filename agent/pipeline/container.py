@@ -42,19 +42,24 @@ from typing import Any
 import docker
 import docker.errors
 import structlog
-from docker.types import DeviceRequest, LogConfig, Mount
 
+from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.console import Console
-from agent.pipeline.docker_env import UV_IN_CONTAINER, as_is, prepare_in_container
+from agent.pipeline.docker_create import GO_FIFO, MODELS_DIR, TASK_SCRIPT, create_args
+from agent.pipeline.docker_env import as_is, prepare_in_container
 from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
-from agent.pipeline.environment import INSTALL_TIMEOUT, UV_CACHE, PreparedEnvironment, default_uv
-from agent.pipeline.errors import StageError
+from agent.pipeline.environment import UV_CACHE, PreparedEnvironment, default_uv
+from agent.pipeline.installers import INSTALL_TIMEOUT
 from agent.pipeline.plan import Plan
 from agent.pipeline.sandbox import Ending, SandboxUnavailable
-from agent.pipeline.source import SourceResult
-from agent.settings import Settings
-from agent.supervise.container import run_container
-from agent.supervise.lines import LineSplitter
+from agent.pipeline.source_request import SourceResult
+from agent.supervise.container import (
+    collect_exec_output,
+    engine_reason,
+    remove_container,
+    run_container,
+)
 from agent.supervise.process import AbortSignal, LineSink
 from agent.supervise.spool import SpoolError
 
@@ -62,12 +67,7 @@ log = structlog.get_logger()
 
 STAGE = "environment"
 CONTROL_DIR = ".conveyor"  # in the task dir: the hold FIFO, the task's command line
-GO_FIFO = "go"
-TASK_SCRIPT = "task.sh"
 SETUP_SCRIPT = "setup.sh"
-MODELS_DIR = "models"  # under cache_dir: the input model cache (agent/service.py)
-# The container's first process: wait for the agent's word, then become the task.
-HOLD = 'read -r _ < "$0" && exec /bin/sh "$1"'
 # setup_shell_script runs with bash when the image has it (ClearML's scripts assume bash).
 RUN_SETUP = 'if command -v bash >/dev/null 2>&1; then exec bash "$0"; else exec sh "$0"; fi'
 SETUP_TIMEOUT = 3600.0  # seconds for container.setup_shell_script
@@ -75,14 +75,7 @@ RELEASE_TIMEOUT = 30.0  # seconds for the holding process to take the word
 RELEASE_POLL_S = 0.005
 EXEC_EXIT_WAIT = 5.0  # seconds for an exec's exit code to appear after its output ended
 API_TIMEOUT = 300  # seconds for one engine request (removing a big container can be slow)
-LOG_MAX_SIZE = "20m"  # docker's own copy of the output (the task's log goes to the server)
-_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]+")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _why(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation or exc).strip() or type(exc).__name__
 
 
 class DockerRuntime:
@@ -113,7 +106,7 @@ class DockerRuntime:
             client.ping()
         except (docker.errors.DockerException, OSError) as exc:
             raise SandboxUnavailable(
-                f"docker mode: cannot reach the docker engine at {where}: {_why(exc)}"
+                f"docker mode: cannot reach the docker engine at {where}: {engine_reason(exc)}"
             ) from exc
         runtime = cls(client, settings, uv.absolute())
         runtime.remove_leftovers()
@@ -140,61 +133,6 @@ class DockerRuntime:
         finally:
             # Also when the task is cancelled: the removal goes on even if we stop waiting.
             await asyncio.shield(box.close())
-
-
-def remove_container(container: Any) -> None:
-    try:
-        container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError as exc:  # e.g. a removal already in progress
-        log.warning("container not removed", container=container.short_id, error=_why(exc))
-
-
-def container_name(task_id: str) -> str:
-    return f"conveyor-{_NAME_CHARS.sub('-', task_id)[:40]}-{os.urandom(3).hex()}"
-
-
-def create_args(
-    plan: Plan,
-    cplan: ContainerPlan,
-    image_id: str,
-    settings: Settings,
-    uv: Path,
-    control: Path,
-) -> dict[str, Any]:
-    """Pure: the ``containers.create`` arguments of a task's holding container."""
-    task_dir = str(plan.task_dir.absolute())
-    uv_cache = str(settings.cache_dir.absolute() / UV_CACHE)
-    models = str(settings.cache_dir.absolute() / MODELS_DIR)
-    mounts = [
-        Mount(task_dir, task_dir, type="bind"),
-        Mount(uv_cache, uv_cache, type="bind"),
-        Mount(UV_IN_CONTAINER, str(uv), type="bind", read_only=True),
-        Mount(models, models, type="bind", read_only=True),  # input models
-    ]
-    if settings.extra_ca_bundle:
-        bundle = str(Path(settings.extra_ca_bundle).absolute())
-        mounts.append(Mount(bundle, bundle, type="bind", read_only=True))
-    for volume in cplan.options.volumes:
-        mounts.append(Mount(volume.target, volume.source, type="bind", read_only=volume.read_only))
-    gpus = [DeviceRequest(device_ids=[str(g) for g in cplan.gpus], capabilities=[["gpu"]])]
-    return {
-        **cplan.options.kwargs,
-        "image": image_id,
-        "command": ["/bin/sh", "-c", HOLD, str(control / GO_FIFO), str(control / TASK_SCRIPT)],
-        "name": container_name(plan.task_id),
-        "labels": dict(cplan.labels),
-        "environment": {**plan.env, **cplan.env},
-        "mounts": mounts,
-        "network_mode": cplan.network,
-        "init": True,  # docker's init as PID 1: signals reach the task, zombies are reaped
-        "device_requests": gpus if cplan.gpus else None,
-        "log_config": LogConfig(type="json-file", config={"max-size": LOG_MAX_SIZE}),
-        "working_dir": task_dir,
-        "stdin_open": False,
-        "tty": False,
-    }
 
 
 class ContainerSandbox:
@@ -235,7 +173,7 @@ class ContainerSandbox:
                     timeout=INSTALL_TIMEOUT,
                 )
         except docker.errors.DockerException as exc:
-            raise StageError(f"docker engine: {_why(exc)}", stage=STAGE) from exc
+            raise StageError(f"docker engine: {engine_reason(exc)}", stage=STAGE) from exc
         except OSError as exc:  # disk full, permissions, or the engine's connection
             raise StageError(f"could not create the container: {exc}", stage=STAGE) from exc
         self._prepared = env
@@ -262,10 +200,10 @@ class ContainerSandbox:
         except (docker.errors.DockerException, OSError) as exc:
             if local is None:
                 raise StageError(
-                    f"image {ref} not found locally and could not be pulled: {_why(exc)}",
+                    f"image {ref} not found locally and could not be pulled: {engine_reason(exc)}",
                     stage=STAGE,
                 ) from exc
-            console.info(f"image {ref}: pull failed ({_why(exc)}); using the local copy")
+            console.info(f"image {ref}: pull failed ({engine_reason(exc)}); using the local copy")
             return local
         console.info(f"image {ref}: pulled in {time.monotonic() - started:.1f} s")
         return pulled
@@ -342,7 +280,9 @@ class ContainerSandbox:
         timer.daemon = True
         timer.start()
         try:
-            stdout, stderr = _collect(api.exec_start(exec_id, stream=True, demux=True), on_line)
+            stdout, stderr = collect_exec_output(
+                api.exec_start(exec_id, stream=True, demux=True), on_line
+            )
         finally:
             timer.cancel()
         if timed_out.is_set():
@@ -390,7 +330,7 @@ class ContainerSandbox:
             raise  # the task's log cannot be kept: the pipeline reports that
         except (docker.errors.DockerException, OSError) as exc:  # the engine went away
             raise StageError(
-                f"docker engine failed during the task: {_why(exc)}", stage="supervise"
+                f"docker engine failed during the task: {engine_reason(exc)}", stage="supervise"
             ) from exc
         cause = ""
         if ended.oom_killed and not ended.info.succeeded:
@@ -452,23 +392,3 @@ class ContainerSandbox:
             container = self.container
         if container is not None:
             await asyncio.to_thread(remove_container, container)
-
-
-def _collect(stream: Any, on_line: Callable[[str, str], None] | None) -> tuple[str, str]:
-    """An exec's demultiplexed output, decoded; each line also to ``on_line`` as it comes."""
-    chunks: dict[str, list[bytes]] = {"info": [], "error": []}
-    splitters = {"info": LineSplitter(), "error": LineSplitter()}
-    for out, err in stream:
-        for level, chunk in (("info", out), ("error", err)):
-            if not chunk:
-                continue
-            chunks[level].append(chunk)
-            if on_line is not None:
-                for line in splitters[level].feed(chunk, time.time()):
-                    on_line(line, level)
-    if on_line is not None:
-        for level, splitter in splitters.items():
-            for line in splitter.finish(time.time()):
-                on_line(line, level)
-    text = {k: b"".join(v).decode("utf-8", errors="replace") for k, v in chunks.items()}
-    return text["info"], text["error"]

@@ -24,18 +24,15 @@ from typing import Protocol
 
 import structlog
 
+from agent.errors import StageError
 from agent.pipeline.console import Console
 from agent.pipeline.environment import (
-    FREEZE_TIMEOUT,
     UV_CACHE,
-    VENV_TIMEOUT,
     EnvironmentRequest,
     PreparedEnvironment,
-    UvInstaller,
     build_venv,
-    venv_python,
 )
-from agent.pipeline.errors import StageError
+from agent.pipeline.installers import FREEZE_TIMEOUT, VENV_TIMEOUT, UvInstaller, venv_python
 from agent.pipeline.interpreters import (
     Interpreter,
     PythonSpec,

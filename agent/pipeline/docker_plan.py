@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.api.models import TaskSpec
-from agent.pipeline.errors import StageError
-from agent.settings import Settings
+from agent.config.settings import Settings
+from agent.errors import StageError
 
 STAGE = "plan"
 RUN_AS_IS = "--run-as-is"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 
 log = structlog.get_logger()
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.api.models import TaskSpec
+from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import ContainerPlan, plan_container
 from agent.pipeline.environment import EnvironmentRequest
-from agent.pipeline.errors import StageError
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.overrides import Overrides, imports_sdk, plan_overrides, requires_sdk
-from agent.pipeline.source import SourceRequest
-from agent.settings import Settings
+from agent.pipeline.source_request import SourceRequest
 
 # Variables of the agent's own environment that must never reach a task: they would point the
 # task's SDK at a stale parent task or leak the agent's configuration.
@@ -45,26 +46,6 @@ _SCRUBBED_NAMES = frozenset(
 # it): the script unwinds, the SDK flushes at exit, the process ends in ~0.3 s. SIGTERM follows
 # for the processes that do not handle SIGINT. (docs/operations.md, "Stopping a task")
 SDK_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the planner needs to know about the machine, gathered once by the daemon."""
-
-    hostname: str
-    gpu_count: int = 0
-    agent_python: str = "3.11"  # major.minor of the agent's interpreter: the default for tasks
-
-
-@dataclass(frozen=True)
-class ServerAccess:
-    """How a task's own SDK reaches the control plane (the agent passes this on)."""
-
-    api_host: str
-    web_host: str
-    files_host: str
-    access_key: str
-    secret_key: str
 
 
 @dataclass(frozen=True)
@@ -250,26 +231,3 @@ def scrub_agent_env(environ: Mapping[str, str]) -> dict[str, str]:
         for k, v in environ.items()
         if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES
     }
-
-
-def allocate_gpus(request: str, gpu_count: int, slots: int) -> list[tuple[int, ...]]:
-    """Split the GPUs an operator gave the agent among its slots, one tuple per slot.
-
-    ``"none"`` → no GPUs for any slot; ``"all"`` → every visible GPU; ``"0,1"`` → those.
-    GPUs are divided as evenly as possible, in order; with fewer GPUs than slots, the
-    GPU-less slots get an empty tuple (they still run CPU tasks).
-    """
-    request = request.strip()
-    if request == "none":
-        chosen: list[int] = []
-    elif request == "all":
-        chosen = list(range(gpu_count))
-    else:
-        chosen = [int(p) for p in request.split(",") if p.strip()]
-    per_slot = max(1, len(chosen) // slots) if chosen else 0
-    out: list[tuple[int, ...]] = []
-    for i in range(slots):
-        out.append(tuple(chosen[i * per_slot : (i + 1) * per_slot]) if per_slot else ())
-    if chosen and slots == 1:
-        out[0] = tuple(chosen)
-    return out

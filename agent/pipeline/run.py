@@ -22,18 +22,14 @@ from agent import retry
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError, TaskSpec
+from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.abort import AbortWatch
 from agent.pipeline.environment import PreparedEnvironment
-from agent.pipeline.errors import StageError
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.models import ModelCache, fetch_input_models, files_host_auth
 from agent.pipeline.overrides import apply_overrides, expand_references
-from agent.pipeline.plan import (
-    HostFacts,
-    Plan,
-    ServerAccess,
-    make_plan,
-    refine_for_source,
-)
+from agent.pipeline.plan import Plan, make_plan, refine_for_source
 from agent.pipeline.report import Outcome, Status, report
 from agent.pipeline.requeue import (
     Attempt,
@@ -44,8 +40,8 @@ from agent.pipeline.requeue import (
     verdict_for_stage,
 )
 from agent.pipeline.sandbox import Ending, Runtime, Sandbox
-from agent.pipeline.source import GitCredentials, SourceResult, prepare_source, sdk_hints
-from agent.settings import Settings
+from agent.pipeline.source import prepare_source
+from agent.pipeline.source_request import GitCredentials, SourceResult, sdk_hints
 from agent.supervise.logs import LogShipper, TaskConsole
 from agent.supervise.metrics import TaskMonitor
 from agent.supervise.process import ExitInfo, describe

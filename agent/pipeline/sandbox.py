@@ -1,7 +1,7 @@
 """Where a task's environment is built and its process runs: this host, or a container.
 
-A :class:`Runtime` is chosen once, at start-up (``agent/service.py``): :class:`HostRuntime` (a
-venv per task, the process in its own session) or ``DockerRuntime`` (``agent/pipeline/
+A :class:`Runtime` is chosen once, at start-up (``agent/worker/service.py``): :class:`HostRuntime`
+(a venv per task, the process in its own session) or ``DockerRuntime`` (``agent/pipeline/
 container.py``: the same environment logic inside the task's image, the process in a
 container). It opens one :class:`Sandbox` per task; ``run.py`` tells the same story with both:
 
@@ -26,7 +26,7 @@ from typing import Protocol
 from agent.pipeline.console import Console
 from agent.pipeline.environment import Environment, PreparedEnvironment
 from agent.pipeline.plan import Plan, scrub_agent_env
-from agent.pipeline.source import SourceResult
+from agent.pipeline.source_request import SourceResult
 from agent.supervise.process import AbortSignal, ExitInfo, LineSink, describe, run_process
 
 

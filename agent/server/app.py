@@ -176,6 +176,47 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+async def _incoming(state: ServerState, request: Request, name: str) -> Incoming | Response:
+    """The request as the handlers take it, or the answer when its body cannot be read."""
+    try:
+        raw = await read_capped(
+            request.stream(), request.headers.get("content-length"), state.config.max_body
+        )
+    except ClientDisconnect:  # the client gave up (e.g. a cancelled poll): nobody to answer
+        log.debug("client disconnected before its request body was read", endpoint=name)
+        return Response(status_code=400)
+    except ApiError as exc:  # too large: answered now, the rest is never read
+        reply = Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
+        return Response(
+            reply.content,
+            status_code=exc.code,
+            media_type="application/json",
+            headers={"Connection": "close"},
+        )
+    return Incoming(
+        name=name,
+        raw=raw,
+        content_type=request.headers.get("content-type", ""),
+        query=dict(request.query_params),
+        authorization=request.headers.get("authorization", ""),
+        worker=_worker(request),
+    )
+
+
+async def _answer(state: ServerState, endpoint: Endpoint, incoming: Incoming) -> Response:
+    """Long polls on the loop; short bounded calls on the loop when no write is in progress;
+    the rest in the thread pool."""
+    name, raw = incoming.name, incoming.raw
+    if endpoint.waiting is not None:
+        if len(raw) > LARGE_BODY:  # parsed on the event loop: kept small
+            return Reply.of(413, None, name, msg=too_large(LARGE_BODY, "passes").msg).response()
+        return (await process_waiting(state, endpoint, incoming)).response()
+    if endpoint.inline and len(raw) <= LARGE_BODY and not state.store.write_busy():
+        return process(state, endpoint, incoming).response()
+    reply = await run_in_threadpool(process_bounded, state, endpoint, incoming)
+    return reply.response()
+
+
 def create_app(
     state: ServerState, *, watchdog: bool = True, on_ready: Callable[[], None] | None = None
 ) -> Starlette:
@@ -190,37 +231,10 @@ def create_app(
         if endpoint is None:
             msg = f"unknown endpoint {name!r} (not supported by this server)"
             return Reply.of(404, None, name, msg=msg).response()
-        try:
-            raw = await read_capped(
-                request.stream(), request.headers.get("content-length"), state.config.max_body
-            )
-        except ClientDisconnect:  # the client gave up (e.g. a cancelled poll): nobody to answer
-            log.debug("client disconnected before its request body was read", endpoint=name)
-            return Response(status_code=400)
-        except ApiError as exc:  # too large: answered now, the rest is never read
-            reply = Reply.of(exc.code, None, name, subcode=exc.subcode, msg=exc.msg)
-            return Response(
-                reply.content,
-                status_code=exc.code,
-                media_type="application/json",
-                headers={"Connection": "close"},
-            )
-        incoming = Incoming(
-            name=name,
-            raw=raw,
-            content_type=request.headers.get("content-type", ""),
-            query=dict(request.query_params),
-            authorization=request.headers.get("authorization", ""),
-            worker=_worker(request),
-        )
-        if endpoint.waiting is not None:
-            if len(raw) > LARGE_BODY:  # parsed on the event loop: kept small
-                return Reply.of(413, None, name, msg=too_large(LARGE_BODY, "passes").msg).response()
-            return (await process_waiting(state, endpoint, incoming)).response()
-        if endpoint.inline and len(raw) <= LARGE_BODY and not state.store.write_busy():
-            return process(state, endpoint, incoming).response()
-        reply = await run_in_threadpool(process_bounded, state, endpoint, incoming)
-        return reply.response()
+        incoming = await _incoming(state, request, name)
+        if isinstance(incoming, Response):
+            return incoming
+        return await _answer(state, endpoint, incoming)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from types import FrameType
 
 import uvicorn
 
+from agent.config.settings import Settings
 from agent.retry import DEFAULT_MAX_RETRIES
 from agent.server.app import AppServer, create_app
 from agent.server.bootstrap import open_state
@@ -19,7 +20,6 @@ from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
 from agent.server.state import DEFAULT_MAX_BODY, Credentials, ServerConfig
 from agent.server.web.session import issue_login_link
-from agent.settings import Settings
 
 DB_FILENAME = "server.db"
 

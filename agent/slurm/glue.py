@@ -19,9 +19,9 @@ import structlog
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.api.models import TaskDocumentError
-from agent.pipeline.plan import ServerAccess
+from agent.config.settings import Settings
+from agent.pipeline.host import ServerAccess
 from agent.pipeline.report import ABORTED_BY_USER
-from agent.settings import Settings
 from agent.slurm.jobscript import batch_script, job_env, write_secret
 from agent.slurm.resources import TASK_SECTION, ResourceError, job_options, queue_cap
 from agent.slurm.slurmcli import SlurmCli, SlurmError

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from agent.pipeline.plan import ServerAccess
+from agent.pipeline.host import ServerAccess
 
 SECRET_FILE_VAR = "CONVEYOR_SLURM_SECRET_FILE"
 # The glue's own variables a job inherits (everything else, its CONVEYOR_* and CLEARML_* settings

@@ -14,7 +14,9 @@ The container is created holding (its first process waits for a word from the ag
 4. the exit code and ``OOMKilled`` come from the container's state;
 5. the pump drains what the stream still holds.
 
-The container is not removed here: the sandbox removes it after the task's report.
+The container is not removed here: the sandbox removes it after the task's report (with
+:func:`remove_container`); :func:`collect_exec_output` reads the output of a command executed in
+it (the environment stage's steps).
 """
 
 from __future__ import annotations
@@ -265,3 +267,38 @@ async def _drain(pump: asyncio.Future[None], stream: Any) -> None:
     error = pump.exception()
     if error is not None:
         raise error
+
+
+def engine_reason(exc: BaseException) -> str:
+    """The engine's own explanation of a failed request, else the error's text."""
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip() or type(exc).__name__
+
+
+def remove_container(container: Any) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:  # e.g. a removal already in progress
+        log.warning("container not removed", container=container.short_id, error=engine_reason(exc))
+
+
+def collect_exec_output(stream: Any, on_line: Callable[[str, str], None] | None) -> tuple[str, str]:
+    """An exec's demultiplexed output, decoded; each line also to ``on_line`` as it comes."""
+    chunks: dict[str, list[bytes]] = {"info": [], "error": []}
+    splitters = {"info": LineSplitter(), "error": LineSplitter()}
+    for out, err in stream:
+        for level, chunk in (("info", out), ("error", err)):
+            if not chunk:
+                continue
+            chunks[level].append(chunk)
+            if on_line is not None:
+                for line in splitters[level].feed(chunk, time.time()):
+                    on_line(line, level)
+    if on_line is not None:
+        for level, splitter in splitters.items():
+            for line in splitter.finish(time.time()):
+                on_line(line, level)
+    text = {k: b"".join(v).decode("utf-8", errors="replace") for k, v in chunks.items()}
+    return text["info"], text["error"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pynvml
 import structlog
 
 from agent.api.client import ApiClient
@@ -35,42 +35,61 @@ MONITOR_INTERVAL_S = 30.0
 MACHINE_METRIC = ":monitor:machine"
 GPU_METRIC = ":monitor:gpu"
 
+# What pynvml itself loads on Linux; tried first so that a machine without the NVIDIA driver
+# never imports pynvml (its ctypes definitions alone cost ~17 MB of an idle agent's memory).
+NVML_LIBRARY = "libnvidia-ml.so.1"
+
 _nvml_lock = threading.Lock()
-_nvml_state: bool | None = None  # None: not tried yet
+_nvml_state: Any = None  # None: not tried yet; False: unavailable; else the pynvml module
 
 
-def _nvml() -> bool:
-    """Initialise NVML once; False (and a debug log) when there is no usable driver."""
+def _nvml() -> Any:
+    """The pynvml module, initialised once; None (and a debug log) without a usable driver."""
     global _nvml_state
     with _nvml_lock:
         if _nvml_state is None:
-            try:
-                pynvml.nvmlInit()
-                _nvml_state = True
-            except pynvml.NVMLError as exc:
-                log.debug("nvml unavailable", error=str(exc))
-                _nvml_state = False
-        return _nvml_state
+            _nvml_state = _init_nvml()
+        return _nvml_state or None
+
+
+def _init_nvml() -> Any:
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError as exc:
+        log.debug("nvml unavailable", error=str(exc))
+        return False
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        log.debug("nvml unavailable", error=str(exc))
+        return False
+    return pynvml
 
 
 def gpu_count() -> int:
-    if not _nvml():
+    nvml = _nvml()
+    if nvml is None:
         return 0
     try:
-        return int(pynvml.nvmlDeviceGetCount())
-    except pynvml.NVMLError as exc:
+        return int(nvml.nvmlDeviceGetCount())
+    except nvml.NVMLError as exc:
         log.warning("nvml device count failed", error=str(exc))
         return 0
 
 
-def _gpu_handles() -> Iterator[Any]:
+def _gpu_handles(nvml: Any) -> Iterator[Any]:
     for index in range(gpu_count()):
-        yield pynvml.nvmlDeviceGetHandleByIndex(index)
+        yield nvml.nvmlDeviceGetHandleByIndex(index)
 
 
 def gpu_stats() -> dict[str, list[float]]:
     """``gpu_usage`` (%), ``gpu_temperature`` (C), ``gpu_memory_used/free`` (MB) per GPU;
     empty without NVML or when the driver fails mid-way."""
+    nvml = _nvml()
+    if nvml is None:
+        return {}
     stats: dict[str, list[float]] = {
         "gpu_usage": [],
         "gpu_temperature": [],
@@ -78,15 +97,15 @@ def gpu_stats() -> dict[str, list[float]]:
         "gpu_memory_free": [],
     }
     try:
-        for handle in _gpu_handles():
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            stats["gpu_usage"].append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+        for handle in _gpu_handles(nvml):
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            stats["gpu_usage"].append(float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
             stats["gpu_temperature"].append(
-                float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
+                float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
             )
             stats["gpu_memory_used"].append(memory.used / MB)
             stats["gpu_memory_free"].append(memory.free / MB)
-    except pynvml.NVMLError as exc:
+    except nvml.NVMLError as exc:
         log.warning("nvml sampling failed", error=str(exc))
         return {}
     return stats if stats["gpu_usage"] else {}
@@ -150,13 +169,16 @@ def machine_stats() -> dict[str, Any]:
 def _gpu_memory_by_pid() -> dict[int, list[float]]:
     """pid → GPU memory (bytes) used on each GPU index; empty without NVML."""
     out: dict[int, list[float]] = {}
+    nvml = _nvml()
+    if nvml is None:
+        return out
     try:
-        handles = list(_gpu_handles())
+        handles = list(_gpu_handles(nvml))
         for index, handle in enumerate(handles):
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 used = float(proc.usedGpuMemory or 0)
                 out.setdefault(int(proc.pid), [0.0] * len(handles))[index] += used
-    except pynvml.NVMLError as exc:
+    except nvml.NVMLError as exc:
         log.debug("nvml process query failed", error=str(exc))
         return {}
     return out

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 from agent.supervise.lines import LineSplitter
 from agent.supervise.tree import MARKER_VAR, ProcessTree, new_marker
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.daemon import is_own_worker
 from agent.supervise.spool import Spool, leftover_spool_files, spool_name
 from agent.supervise.tree import MARKER_VAR, TASK_VAR, kill_orphans, new_marker, owner_gone
+from agent.worker.policy import is_own_worker
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 

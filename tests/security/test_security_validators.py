@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 
 from agent.api.models import TaskSpec
+from agent.config.settings import Settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import ArgsPolicy, parse_container_args
-from agent.pipeline.errors import StageError
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.overrides import plan_overrides
-from agent.pipeline.plan import HostFacts, ServerAccess, make_plan, split_entry_point, task_env
-from agent.pipeline.source import SourceRequest, validate_repository, validate_request
-from agent.settings import Settings
+from agent.pipeline.plan import make_plan, split_entry_point, task_env
+from agent.pipeline.source_request import SourceRequest, validate_repository, validate_request
 
 REPO = "https://git.example.com/org/repo.git"
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.clearml_conf import default_path, read_clearml_conf
-from agent.settings import SettingsError
+from agent.config.clearml_conf import default_path, read_clearml_conf
+from agent.config.errors import SettingsError
 
 # What `clearml-init` writes: unquoted URLs (whose "//" is not a comment), a one-line
 # credentials block of "quoted" JSON-style pairs, then an sdk block the agent ignores.

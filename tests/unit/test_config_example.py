@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import ENV_PREFIX, Settings, load_settings
+from agent.config.settings import ENV_PREFIX, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "agent.toml"
 FIELDS = [f.name for f in dataclasses.fields(Settings)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.cli_support import LogCursor
+from agent.cli.support import LogCursor
 
 
 def ev(ms: int, msg: str, level: str = "info") -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent import sdnotify
-from agent.sdnotify import (
+from agent.worker import sdnotify
+from agent.worker.sdnotify import (
     notify_ready,
     notify_status,
     notify_stopping,

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import SettingsError, load_settings
+from agent.config.errors import SettingsError
+from agent.config.settings import load_settings
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import click
 import pytest
 
 from agent.cli import main
-from agent.settings import ENV_PREFIX, Settings
+from agent.config.settings import ENV_PREFIX, Settings
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 AGENT = "conveyor-agent.service"

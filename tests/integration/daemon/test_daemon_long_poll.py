@@ -12,10 +12,11 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from agent.api.client import ApiClient
-from agent.daemon import Daemon, ExitCode, Slot
+from agent.config.settings import Settings
 from agent.pipeline.report import Outcome
 from agent.server.embedded import EmbeddedServer
-from agent.settings import Settings
+from agent.worker.daemon import Daemon, ExitCode
+from agent.worker.policy import Slot
 
 WAIT = 30.0  # every wait in these tests gives up after this long
 

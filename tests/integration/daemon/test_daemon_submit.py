@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.submit import SubmitError, describe_script
+from agent.cli.submit import SubmitError, describe_script
 from tests.integration.daemon.support import Repo
 
 

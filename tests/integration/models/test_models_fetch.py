@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from agent.api.client import ApiClient
-from agent.pipeline import models as models_module
+from agent.errors import StageError
 from agent.pipeline.console import ListConsole
-from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models, redact
+from agent.pipeline.models import fetch as models_fetch
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import wait_for
 from tests.integration.models.support import (
@@ -222,7 +222,7 @@ async def test_transient_http_errors_are_retried(
     http_files: Served,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(models_module, "RETRY_BACKOFF", 0.01)
+    monkeypatch.setattr(models_fetch, "RETRY_BACKOFF", 0.01)
     uri = http_files.add("flaky.bin", b"eventually")
     http_files.failures[uri.removeprefix(http_files.base)] = 2
     model_id = register(shared_server, uri)
@@ -252,7 +252,7 @@ async def test_unreachable_uris_fail_the_task_naming_model_uri_and_cause(
     refusing_port: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(models_module, "RETRY_BACKOFF", 0.01)
+    monkeypatch.setattr(models_fetch, "RETRY_BACKOFF", 0.01)
     cases = {
         f"http://127.0.0.1:{refusing_port}/x": "connection refused (after 3 attempts)",
         "https://user:hunter2@no-such-host.invalid/m.pt?token=s3cr3t": (

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from agent.api.client import ApiClient
+from agent.errors import StageError
 from agent.pipeline.console import ListConsole
-from agent.pipeline.errors import StageError
 from agent.pipeline.models import ModelCache, fetch_input_models, files_host_auth
 from agent.server.embedded import EmbeddedServer
 from tests.helpers import token_for

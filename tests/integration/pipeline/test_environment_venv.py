@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import StageError
 from agent.pipeline.console import ListConsole
 from agent.pipeline.environment import (
     EnvironmentRequest,
@@ -14,7 +15,6 @@ from agent.pipeline.environment import (
     VenvEnvironment,
     default_uv,
 )
-from agent.pipeline.errors import StageError
 from agent.pipeline.interpreters import pyenv_root
 
 PYENV_310 = sorted((pyenv_root() / "versions").glob("3.10.*/bin/python3.10"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import StageError
 from agent.pipeline.environment import default_uv
-from agent.pipeline.errors import StageError
 from agent.pipeline.interpreters import locate_interpreter, pyenv_root
 
 PYENV_310 = sorted((pyenv_root() / "versions").glob("3.10.*/bin/python3.10"))

@@ -18,14 +18,14 @@ from gitservers import (
     numbered,
 )
 
+from agent.errors import StageError
 from agent.pipeline.console import ListConsole
-from agent.pipeline.errors import StageError
-from agent.pipeline.source import (
+from agent.pipeline.source import prepare_source
+from agent.pipeline.source_request import (
     GitCredentials,
     SourceRequest,
     SourceResult,
     mirror_dir_name,
-    prepare_source,
 )
 
 

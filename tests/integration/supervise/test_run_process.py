@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 from agent.supervise.process import Abort, ExitInfo, describe, run_process
 
 WAIT = 20.0  # every wait in these tests gives up after this long

@@ -1,5 +1,5 @@
 from agent.api.errors import INVALID_QUEUE_ID, ApiError, error_from
-from agent.daemon import _no_such_endpoint, next_poll_delay, queue_order
+from agent.worker.policy import next_poll_delay, no_such_endpoint, queue_order
 
 
 def test_poll_delay_is_zero_while_working_and_backs_off_when_idle() -> None:
@@ -23,8 +23,8 @@ def test_only_a_missing_endpoint_turns_long_polls_off() -> None:
     def refusal(code: int, subcode: int = 0) -> ApiError:
         return error_from(code, subcode, "refused", "queues.wait_for_entries")
 
-    assert _no_such_endpoint(refusal(404))  # Conveyor's answer for an unknown endpoint
-    assert _no_such_endpoint(refusal(400, 0))  # a server that answers "invalid request"
-    assert not _no_such_endpoint(refusal(400, INVALID_QUEUE_ID))  # a queue was deleted
-    assert not _no_such_endpoint(refusal(401))
-    assert not _no_such_endpoint(refusal(500))
+    assert no_such_endpoint(refusal(404))  # Conveyor's answer for an unknown endpoint
+    assert no_such_endpoint(refusal(400, 0))  # a server that answers "invalid request"
+    assert not no_such_endpoint(refusal(400, INVALID_QUEUE_ID))  # a queue was deleted
+    assert not no_such_endpoint(refusal(401))
+    assert not no_such_endpoint(refusal(500))

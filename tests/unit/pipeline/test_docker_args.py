@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.api.models import TaskSpec
+from agent.config.errors import SettingsError
+from agent.config.settings import DEFAULT_DOCKER_ARGS, Settings, load_settings
+from agent.errors import StageError
 from agent.pipeline.docker_plan import (
     LABEL_TASK,
     LABEL_WORKER,
@@ -16,9 +19,8 @@ from agent.pipeline.docker_plan import (
     parse_container_args,
     plan_container,
 )
-from agent.pipeline.errors import StageError
-from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
-from agent.settings import DEFAULT_DOCKER_ARGS, Settings, SettingsError, load_settings
+from agent.pipeline.host import HostFacts, ServerAccess
+from agent.pipeline.plan import make_plan
 
 DEFAULT = ArgsPolicy.from_settings(Settings())
 HOST = HostFacts(hostname="box", gpu_count=2, agent_python="3.11")

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.api.models import TaskSpec
-from agent.pipeline.container import HOLD, create_args
+from agent.config.settings import Settings
+from agent.pipeline.docker_create import HOLD, create_args
 from agent.pipeline.docker_env import UV_IN_CONTAINER
-from agent.pipeline.plan import HostFacts, ServerAccess, make_plan
-from agent.settings import Settings
+from agent.pipeline.host import HostFacts, ServerAccess
+from agent.pipeline.plan import make_plan
 
 HOST = HostFacts(hostname="box", gpu_count=4, agent_python="3.11")
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.pipeline.errors import StageError
+from agent.errors import StageError
 from agent.pipeline.interpreters import PythonSpec, candidate_names, parse_spec, uv_error_summary
 from agent.pipeline.requirements import (
     WHY_LOCAL_FILE,

@@ -4,16 +4,10 @@ from pathlib import Path
 import pytest
 
 from agent.api.models import TaskSpec
-from agent.pipeline.errors import StageError
-from agent.pipeline.plan import (
-    HostFacts,
-    ServerAccess,
-    allocate_gpus,
-    make_plan,
-    scrub_agent_env,
-    split_entry_point,
-)
-from agent.settings import Settings
+from agent.config.settings import Settings
+from agent.errors import StageError
+from agent.pipeline.host import HostFacts, ServerAccess, allocate_gpus
+from agent.pipeline.plan import make_plan, scrub_agent_env, split_entry_point
 
 HOST = HostFacts(hostname="box", gpu_count=0, agent_python="3.11")
 SERVER = ServerAccess("http://127.0.0.1:9", "", "", "KEY", "SECRET")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pipeline.errors import StageError
-from agent.pipeline.source import (
+from agent.errors import StageError
+from agent.pipeline.source_request import (
     SourceRequest,
     describe_revision,
     mask_url,

@@ -6,7 +6,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from agent.pipeline.plan import ServerAccess
+from agent.pipeline.host import ServerAccess
 from agent.slurm.jobscript import SECRET_FILE_VAR, batch_script, job_env, write_secret
 
 ACCESS = ServerAccess("http://h:8008", "http://h:8008", "http://h:8008/files", "AK", "S3CR3T")

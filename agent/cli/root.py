@@ -1,22 +1,27 @@
 """The ``conveyor`` command line: thin commands over settings, service and the API client.
 
-Exit codes (agent/cli_support.py): 0 success; 1 failure (the task failed, the server refused,
+Exit codes (agent/cli/support.py): 0 success; 1 failure (the task failed, the server refused,
 the agent could not run); 2 usage (bad flags or settings); 3 no server reachable or configured.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agent import __version__
-from agent.cli_support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
-from agent.commands import COMMANDS
-from agent.connect import ConnectError
+from agent.cli.support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
+from agent.cli.tasks import COMMANDS
+from agent.worker.connect import ConnectError
+
+if TYPE_CHECKING:
+    from agent.config.settings import Settings
+    from agent.server.embedded import Credentials
 
 
 @click.group()
@@ -66,10 +71,9 @@ def server(
     max_retries: int | None,
 ) -> None:
     """Run the embedded control plane (SQLite, and a file service) in the foreground."""
-    from agent.connect import remove_embedded_state, write_embedded_state
-    from agent.pipeline.plan import ServerAccess
     from agent.server.embedded import Credentials, ServerRefused
     from agent.server.main import serve
+    from agent.worker.connect import remove_embedded_state
 
     settings = settings_from(ctx)
     explicit = (
@@ -77,11 +81,6 @@ def server(
         if settings.access_key and settings.secret_key
         else None
     )
-
-    def record(url: str, creds: Credentials, files_host: str) -> None:
-        access = ServerAccess(url, url, files_host, creds.access_key, creds.secret_key)
-        write_embedded_state(settings, access)
-
     try:
         serve(
             host,
@@ -92,13 +91,22 @@ def server(
             files_public=files_public,
             worker_timeout=worker_timeout,
             max_retries=max_retries,
-            on_ready=record,
+            on_ready=functools.partial(_record_embedded, settings),
         )
     except ServerRefused as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     finally:
         remove_embedded_state(settings)
+
+
+def _record_embedded(settings: Settings, url: str, creds: Credentials, files_host: str) -> None:
+    """Where a started ``conveyor server`` is, for agents and commands on this machine."""
+    from agent.pipeline.host import ServerAccess
+    from agent.worker.connect import write_embedded_state
+
+    access = ServerAccess(url, url, files_host, creds.access_key, creds.secret_key)
+    write_embedded_state(settings, access)
 
 
 # ``--docker`` alone: docker mode with the configured default image; ``--docker IMAGE``: with
@@ -144,7 +152,7 @@ def daemon(
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
     from agent.pipeline.sandbox import SandboxUnavailable
-    from agent.service import control_plane, run_daemon
+    from agent.worker.service import control_plane, run_daemon
 
     names = (*queues, *more_queues)
     settings = settings_from(
@@ -173,7 +181,7 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
     """Run one task in the foreground with the daemon's pipeline."""
     from agent.pipeline.report import Status
     from agent.pipeline.sandbox import SandboxUnavailable
-    from agent.service import execute_one
+    from agent.worker.service import execute_one
 
     settings = settings_from(ctx, **docker_flags(docker_image))
     server_access = access(settings)
@@ -193,8 +201,8 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
 @click.pass_context
 def build(ctx: click.Context, task_id: str, target: Path) -> None:
     """Prepare a task's source and environment in TARGET without running it."""
-    from agent.build import build_task
-    from agent.pipeline.errors import StageError
+    from agent.cli.build import build_task
+    from agent.errors import StageError
 
     settings = settings_from(ctx)
     server_access = access(settings)
@@ -219,6 +227,6 @@ for _command in COMMANDS:
     main.add_command(_command)
 
 # conveyor slurm: the Slurm glue (agent/slurm, docs/slurm.md)
-from agent.slurm.cli import slurm as _slurm  # noqa: E402
+from agent.cli.slurm import slurm as _slurm  # noqa: E402
 
 main.add_command(_slurm)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.settings import SettingsError
+from agent.config.errors import SettingsError
 
 CONFIG_FILE_VAR = "CLEARML_CONFIG_FILE"
 DEFAULT_FILENAME = "clearml.conf"

@@ -9,17 +9,17 @@ import sys
 
 import click
 
-from agent.cli_support import EXIT_USAGE, run, settings_from
-from agent.connect import ConnectError
-from agent.pipeline.plan import ServerAccess
-from agent.settings import Settings
+from agent.cli.support import EXIT_USAGE, run, settings_from
+from agent.config.settings import Settings
+from agent.pipeline.host import ServerAccess
 from agent.slurm.resources import OPTIONS, ResourceError, check_mapping, check_queue_map
+from agent.worker.connect import ConnectError
 
 
 async def run_glue(settings: Settings, access: ServerAccess) -> None:
-    from agent.service import clients
     from agent.slurm.glue import Glue
     from agent.slurm.slurmcli import SlurmCli
+    from agent.worker.service import clients
 
     worker = settings.worker_id or f"{socket.gethostname()}:slurm"
     async with clients(settings.replace(worker_id=worker), access) as c:
@@ -44,7 +44,7 @@ def slurm(
     worker_id: str | None,
 ) -> None:
     """Run queued tasks as Slurm batch jobs (docs/slurm.md); one glue per cluster."""
-    from agent.service import control_plane
+    from agent.worker.service import control_plane
 
     names = (*queues, *more_queues)
     settings = settings_from(ctx, queues=names or None, api_host=api_host, worker_id=worker_id)

@@ -1,30 +1,35 @@
-"""Wiring: from Settings to a running daemon (or one foreground task), embedded server included."""
+"""Wiring: from Settings to a running daemon (or one foreground task), embedded server included.
+
+The pipeline (gitpython, the environment builders, the model cache, the log shipper) is imported
+with the first task, not at start-up: an agent that waits holds only the serving loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
 from agent.api.client import ApiClient
-from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
-from agent.daemon import Daemon, ExitCode, Slot
-from agent.pipeline.environment import VenvEnvironment
-from agent.pipeline.models import ModelCache
-from agent.pipeline.plan import HostFacts, ServerAccess
+from agent.config.settings import Settings
+from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
-from agent.pipeline.run import TaskContext, run_task
-from agent.pipeline.sandbox import HostRuntime, Runtime
-from agent.server.embedded import EmbeddedServer
-from agent.settings import Settings
-from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
+from agent.worker.connect import remove_embedded_state, resolve_access, write_embedded_state
+from agent.worker.daemon import Daemon, ExitCode
+from agent.worker.policy import Slot
+
+if TYPE_CHECKING:
+    from agent.pipeline.run import TaskContext
+    from agent.pipeline.sandbox import Runtime
 
 log = structlog.get_logger()
 BYTES_PER_GB = 1024**3
@@ -44,6 +49,8 @@ def control_plane(settings: Settings) -> Iterator[ServerAccess]:
     if not settings.embedded:
         yield resolve_access(settings)
         return
+    from agent.server.embedded import EmbeddedServer
+
     db_path = settings.data_dir / "server.db"
     server = EmbeddedServer(db_path, port=settings.embedded_port)
     server.start()
@@ -83,14 +90,19 @@ async def clients(settings: Settings, access: ServerAccess) -> AsyncIterator[Cli
         await api.aclose()
 
 
-def task_context(settings: Settings, access: ServerAccess, c: Clients) -> TaskContext:
+def task_context(
+    settings: Settings, access: ServerAccess, c: Clients, runtime: Runtime, host: HostFacts
+) -> TaskContext:
+    from agent.pipeline.models import ModelCache
+    from agent.pipeline.run import TaskContext
+
     return TaskContext(
         settings=settings,
         api=c.api,
         shipping_api=c.shipping,
-        host=host_facts(),
+        host=host,
         server=access,
-        runtime=task_runtime(settings),
+        runtime=runtime,
         models=ModelCache(
             settings.cache_dir / "models", int(settings.model_cache_gb * BYTES_PER_GB)
         ),
@@ -103,12 +115,24 @@ def task_runtime(settings: Settings) -> Runtime:
         from agent.pipeline.container import DockerRuntime  # the docker SDK only when needed
 
         return DockerRuntime.connect(settings)  # SandboxUnavailable: the CLI says why
+    from agent.pipeline.environment import VenvEnvironment
+    from agent.pipeline.sandbox import HostRuntime
+
     return HostRuntime(VenvEnvironment(), settings.cache_dir)
 
 
 async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
+    from agent.supervise.logs import deliver_leftover_spools
+
+    # Docker mode connects to the engine before serving: an agent that cannot run tasks says so.
+    runtime = task_runtime(settings) if settings.docker else None
+    host = host_facts()
     async with clients(settings, access) as c:
-        ctx = task_context(settings, access, c)
+
+        @functools.cache
+        def context() -> TaskContext:  # built with the first task: the pipeline loads then
+            return task_context(settings, access, c, runtime or task_runtime(settings), host)
+
         # Console lines an earlier run could not deliver (server down, agent killed) go out in
         # the background: they must not delay serving, and they wait for the server if needed.
         leftovers = asyncio.create_task(
@@ -116,11 +140,18 @@ async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
         )
 
         async def runner(slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
+            from agent.pipeline.run import run_task
+
             return await run_task(
-                ctx, task_id, slot.worker_id, slot.gpus, shutdown, max_retries=slot.max_retries
+                context(),
+                task_id,
+                slot.worker_id,
+                slot.gpus,
+                shutdown,
+                max_retries=slot.max_retries,
             )
 
-        daemon = Daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
+        daemon = Daemon(settings, c.api, runner, gpu_count=host.gpu_count)
         daemon.install_signal_handlers()
         try:
             return await daemon.run()
@@ -134,8 +165,10 @@ async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
 
 async def execute_one(settings: Settings, access: ServerAccess, task_id: str) -> Outcome:
     """``conveyor execute --id T``: the same pipeline, one task, in the foreground."""
+    from agent.pipeline.run import run_task
+
     async with clients(settings, access) as c:
-        ctx = task_context(settings, access, c)
+        ctx = task_context(settings, access, c, task_runtime(settings), host_facts())
         await c.api.started(task_id, message="started by conveyor execute")
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()

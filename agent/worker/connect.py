@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from agent.pipeline.plan import ServerAccess
-from agent.settings import Settings
+from agent.config.settings import Settings
+from agent.pipeline.host import ServerAccess
 
 STATE_FILE = "server.json"
 

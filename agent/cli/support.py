@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.connect import ConnectError, resolve_access
-from agent.logsetup import configure
-from agent.pipeline.plan import ServerAccess
-from agent.settings import Settings, SettingsError, load_settings
+from agent.config.errors import SettingsError
+from agent.config.logsetup import configure
+from agent.config.settings import Settings, load_settings
+from agent.pipeline.host import ServerAccess
+from agent.worker.connect import ConnectError, resolve_access
 
 T = TypeVar("T")
 

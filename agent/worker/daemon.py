@@ -25,29 +25,29 @@ import enum
 import functools
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
-from agent import sdnotify
 from agent.api.client import ApiClient
-from agent.api.errors import (
-    HTTP_BAD_REQUEST,
-    HTTP_NOT_FOUND,
-    ApiError,
-    AuthError,
-    InvalidStateError,
-    NotFoundError,
-)
-from agent.pipeline.plan import allocate_gpus
+from agent.api.errors import ApiError, InvalidStateError
+from agent.config.settings import Settings
 from agent.pipeline.report import Outcome
 from agent.pipeline.requeue import recover_lost_tasks
 from agent.retry import queue_caps
-from agent.settings import Settings
 from agent.supervise.metrics import MachineSampler
 from agent.supervise.tree import kill_orphans
+from agent.worker import sdnotify
+from agent.worker.memory import release_free_memory
+from agent.worker.policy import (
+    Slot,
+    is_own_worker,
+    make_slots,
+    next_poll_delay,
+    no_such_endpoint,
+    queue_order,
+)
 
 log = structlog.get_logger()
 
@@ -60,64 +60,6 @@ class ExitCode(enum.IntEnum):
 
 # Runs one task to its end and reports it; built by the CLI from pipeline.run.
 TaskRunner = Callable[["Slot", str, asyncio.Event], Coroutine[None, None, Outcome]]
-
-
-def _no_such_endpoint(error: ApiError) -> bool:
-    """Pure: does this refusal say the server lacks the endpoint (rather than, say, a queue)?"""
-    if isinstance(error, AuthError):
-        return False
-    return error.code == HTTP_NOT_FOUND or (
-        error.code == HTTP_BAD_REQUEST and not isinstance(error, NotFoundError)
-    )
-
-
-def next_poll_delay(previous: float, found_work: bool, minimum: float, maximum: float) -> float:
-    """Adaptive polling (pure): no wait while work is found, then doubling up to ``maximum``."""
-    if found_work:
-        return 0.0
-    return min(maximum, max(minimum, previous * 2))
-
-
-def queue_order(queue_ids: Sequence[str], fairness: bool, turn: int) -> list[str]:
-    """Strict priority (first queue first, always), or round-robin starting at ``turn``."""
-    if not fairness or not queue_ids:
-        return list(queue_ids)
-    start = turn % len(queue_ids)
-    return [*queue_ids[start:], *queue_ids[:start]]
-
-
-@dataclass
-class Slot:
-    """One concurrent task runner; with several slots each is its own worker on the server."""
-
-    index: int
-    worker_id: str
-    gpus: tuple[int, ...]
-    task_id: str | None = None
-    queue_id: str | None = None
-    max_retries: int | None = None  # the retry cap of the queue the task came from
-    job: asyncio.Task[Outcome] | None = field(default=None, repr=False)
-
-    @property
-    def busy(self) -> bool:
-        return self.job is not None and not self.job.done()
-
-
-def is_own_worker(worker: str, base: str) -> bool:
-    """Pure: ``worker`` is this agent's (``base``, or one of its slots ``base:<n>``, whatever
-    its slot count was when it ran)."""
-    if worker == base:
-        return True
-    prefix, _, slot = worker.rpartition(":")
-    return prefix == base and slot.isdigit()
-
-
-def make_slots(settings: Settings, gpu_count: int) -> list[Slot]:
-    base = settings.effective_worker_id
-    gpu_sets = allocate_gpus(settings.gpus, gpu_count, settings.slots)
-    if settings.slots == 1:
-        return [Slot(0, base, gpu_sets[0])]
-    return [Slot(i, f"{base}:{i}", gpu_sets[i]) for i in range(settings.slots)]
 
 
 class Daemon:
@@ -143,6 +85,7 @@ class Daemon:
         self._long_polls = settings.poll_wait > 0  # until the server shows it has none
         self._pace_next_idle = False
         self._queue_caps: dict[str, int] = {}  # retry cap per served queue id
+        self._idle_since_work = True  # start-up counts as work: trim once idle
 
     # --- the story --------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -196,6 +139,9 @@ class Daemon:
         while they run out empty); on a server without long polls (ClearML's), or when the
         last one showed entries that the claim then missed, wait ``delay`` (the adaptive
         back-off) instead."""
+        if self._idle_since_work:
+            self._idle_since_work = False
+            release_free_memory()  # what start-up or the last task freed goes back to the system
         if self._pace_next_idle:
             self._pace_next_idle = False
             await self._wait(self.stopping, delay)
@@ -231,7 +177,7 @@ class Daemon:
             return request.result()
         if not isinstance(error, ApiError):
             raise error
-        if _no_such_endpoint(error):
+        if no_such_endpoint(error):
             self._long_polls = False
             log.info(
                 "the server has no long poll; polling", interval=self.settings.poll_max_interval
@@ -278,6 +224,7 @@ class Daemon:
         slot.job.add_done_callback(functools.partial(self._finished, slot))
 
     def _finished(self, slot: Slot, job: asyncio.Task[Outcome]) -> None:
+        self._idle_since_work = True
         if not job.cancelled() and job.exception() is not None:
             log.error("task runner crashed", task_id=slot.task_id, error=repr(job.exception()))
         slot.task_id = slot.queue_id = None

@@ -22,6 +22,9 @@ from typing import Any
 
 import platformdirs
 
+from agent.config.clearml_conf import default_path, read_clearml_conf
+from agent.config.errors import SettingsError
+
 ENV_PREFIX = "CONVEYOR_"
 APP_NAME = "conveyor"
 
@@ -40,10 +43,6 @@ DEFAULT_DOCKER_ARGS = (
     "--run-as-is",
 )
 DOCKER_PULL_POLICIES = ("missing", "always", "never")
-
-
-class SettingsError(ValueError):
-    """A setting has a value we cannot use; the message names the setting and the source."""
 
 
 def _default_data_dir() -> Path:
@@ -250,8 +249,6 @@ def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def _from_clearml_conf(environ: Mapping[str, str]) -> dict[str, Any]:
     """The ``api`` section of an existing clearml.conf: ClearML users need no new config."""
-    from agent.clearml_conf import default_path, read_clearml_conf  # imports agent.settings
-
     found = read_clearml_conf(default_path(environ))
     return {name: _coerce(name, value, "clearml.conf") for name, value in found.items()}
 

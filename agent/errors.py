@@ -1,4 +1,8 @@
-"""The one error a stage raises to fail its task with a reason a user can act on."""
+"""StageError, the one error that fails a task with a reason a user can act on.
+
+Raised by the pipeline's stages and by the supervisor under them (a program that cannot be
+started), so it lives below both packages: neither imports the other upward for it.
+"""
 
 from __future__ import annotations
 

@@ -9,15 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
-from agent.cli_support import EXIT_FAILURE, LogCursor, access, run, settings_from
-from agent.pipeline.plan import ServerAccess
+from agent.cli.submit import SubmitError, describe_script
+from agent.cli.support import EXIT_FAILURE, LogCursor, access, run, settings_from
+from agent.pipeline.host import ServerAccess
 from agent.pipeline.requeue import clear_attempts
-from agent.submit import SubmitError, describe_script
 
 FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "published", "closed"})
 
@@ -59,6 +57,7 @@ def enqueue(
     ARGS after the script are the script's own arguments (put them after ``--`` if one of them
     is also an option of this command). Prints the new task's id on stdout.
     """
+
     settings = settings_from(ctx)
     server = access(settings)
     try:
@@ -121,15 +120,16 @@ def _cell(value: Any) -> str:
 
 
 def _print_table(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    console = Console()
-    if not console.is_terminal:
-        for row in rows:
-            click.echo("\t".join(_cell(row.get(c)) for c in columns))
+    """Tab-separated rows for pipes and scripts; on a terminal, aligned under a header."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    if not sys.stdout.isatty():
+        for line in cells:
+            click.echo("\t".join(line))
         return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for line in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
 
 
 @click.command()

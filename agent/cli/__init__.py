@@ -1,0 +1,5 @@
+"""The ``conveyor`` command line (the entry point is ``agent.cli:main``)."""
+
+from agent.cli.root import main
+
+__all__ = ["main"]
