@@ -89,7 +89,8 @@ class Glue:
         self.polls = 0
 
     # --- the story --------------------------------------------------------------------
-    async def run(self) -> None:
+    async def start(self) -> None:
+        """Resolve the queues and their retry caps, register, adopt the jobs Slurm has."""
         for name in self.settings.queues or ("default",):
             self.queues[await self.api.queue_id(name)] = name
         self.caps = retry.queue_caps(
@@ -97,8 +98,11 @@ class Glue:
             self.settings.max_retries,
         )  # fmt: skip
         await self.api.register_worker(self.worker, list(self.queues))
+        await self._adopt()
+
+    async def run(self) -> None:
         try:
-            await self._adopt()
+            await self.start()
             log.info("slurm glue ready", worker=self.worker, queues=list(self.queues.values()),
                      adopted=len(self.tracked))  # fmt: skip
             while not self.stopping.is_set():
