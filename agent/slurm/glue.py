@@ -31,6 +31,7 @@ from agent.slurm.jobscript import batch_script, job_env, write_secret
 from agent.slurm.resources import TASK_SECTION, ResourceError, job_options, queue_cap
 from agent.slurm.slurmcli import SlurmCli, SlurmError
 from agent.slurm.states import (
+    DELETED,
     IN_PROGRESS,
     Act,
     Decision,
@@ -150,10 +151,10 @@ class Glue:
                 tracked.job = jobs[task_id]
             elif tracked.job.active:  # left squeue: sacct's word, else unknown ("")
                 old = tracked.job
-                tracked.job = found.get(old.job_id) or dataclasses.replace(old, state="")
+                tracked.job = found.get(old.job_id) or dataclasses.replace(old, state="", reason="")
         views = await self._task_views(list(self.tracked))
         for task_id, tracked in list(self.tracked.items()):
-            view = views.get(task_id, TaskView("deleted"))
+            view = views.get(task_id, TaskView(DELETED))
             decision = decide(tracked.job, view)
             await self._apply(task_id, tracked, view, decision)
 
@@ -178,17 +179,20 @@ class Glue:
         elif d.act is Act.ESCALATE:
             await self._escalate(task_id, tracked)
         elif d.act is Act.REQUEUE and d.cause is not None:
-            self._forget(task_id)
 
             def still(fresh: TaskView) -> bool:  # a stop, or an end of its own, stands
                 return decide(job, fresh).act is Act.REQUEUE
 
             await self._requeue(task_id, job.queue_id, d.cause, d.reason, still)
+            self._forget(task_id)  # (only now: a server away, the next poll decides again)
         elif d.act is not Act.NOTHING:
-            await self._finish(task_id, view, d)
+            await self._finish(task_id, job, view, d)
+            self._forget(task_id)
 
-    async def _finish(self, task_id: str, view: TaskView, d: Decision) -> None:
-        self._forget(task_id)
+    async def _finish(self, task_id: str, job: Job, view: TaskView, d: Decision) -> None:
+        if d.act is Act.FAILED:  # forced over Slurm's TERM: read afresh, a user's stop stands
+            view = task_view(await self.api.get_task_document(task_id))
+            d = decide(job, view)
         if d.act is Act.FAILED and view.status != "completed":
             log.warning("task failed by slurm", task_id=task_id, reason=d.reason)
             await self.api.failed(task_id, d.reason, message=d.reason, force=True)

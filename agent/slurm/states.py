@@ -22,6 +22,7 @@ CLUSTER_ENDED = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
 FINAL_TASK = frozenset({"completed", "failed", "stopped", "published", "closed"})
 IN_PROGRESS = "in_progress"
 STOPPING = "stopping"
+DELETED = "deleted"  # not a server status: the task is gone from the listing
 _TASK_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 
@@ -110,10 +111,11 @@ class TaskView:
 
     @property
     def aborted(self) -> bool:
-        """The user wants it to end: ``tasks.stop`` marked it, or it was stopped or reset."""
+        """The user wants it to end: ``tasks.stop`` marked it, or it was stopped, reset or
+        deleted (the glue's listing no longer finds it: ``TaskView("deleted")``)."""
         if self.status == IN_PROGRESS:
             return self.message.strip().lower() == STOPPING
-        return self.status in ("queued", "created") or (
+        return self.status in ("queued", "created", DELETED) or (
             self.status == "stopped" and self.reason != AGENT_SHUTDOWN
         )
 

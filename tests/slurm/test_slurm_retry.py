@@ -155,3 +155,21 @@ async def test_a_stop_that_arrives_before_the_requeue_stands(
     assert doc.get("runtime", {}).get("conveyor_attempt") in (None, 1), doc
     assert task_id not in queue_entries(glue, server)
     await glue.api.stopped(task_id, "aborted by user")
+
+
+async def test_a_stop_that_arrives_before_a_time_limit_failure_stands(
+    glue: Glue, server: EmbeddedServer
+) -> None:
+    """The same race with a failure the glue forces over Slurm's TERM: read afresh, the stop
+    wins (``stopped``, ``aborted by user``), not ``failed: … time limit``."""
+    await glue.start()
+    task_id = queued_task(glue, server, "stopped-then-timed-out")
+    await started_by(glue, task_id)
+    await glue.api.status_report(WORKER, queues=list(glue.queues))
+    job = Job("1", task_id, 1, "TIMEOUT", "TimeLimit", "")
+    decision = decide(job, STALE)
+    assert decision.act is Act.FAILED
+    api_call(server, "tasks.stop", {"task": task_id})
+    await glue._apply(task_id, Tracked(job), STALE, decision)
+    doc = task_doc(server, task_id)
+    assert (doc["status"], doc["status_reason"]) == ("stopped", "aborted by user"), doc

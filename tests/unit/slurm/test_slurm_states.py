@@ -100,6 +100,11 @@ KILLED = TaskView("failed", "", "killed by signal 15 (SIGTERM: terminated)")
         (job("RUNNING"), TaskView("queued", "", "", attempt=2), Act.FORGET),
         (job("COMPLETED"), TaskView("in_progress", "", "", attempt=2), Act.FORGET),
         (job("PENDING", attempt=2), TaskView("in_progress", "", "", attempt=2), Act.SHOW_PENDING),
+        # the task was deleted: its job goes, and so does the glue's record of it
+        (job("PENDING"), TaskView("deleted"), Act.CANCEL),
+        (job("RUNNING"), TaskView("deleted"), Act.ESCALATE),
+        (job("PREEMPTED"), TaskView("deleted"), Act.STOPPED),  # (nothing to report: forgotten)
+        (job("COMPLETED"), TaskView("deleted"), Act.STOPPED),
     ],
 )
 def test_decide(the_job: Job, task: TaskView, act: Act) -> None:
