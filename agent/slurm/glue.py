@@ -217,11 +217,18 @@ class Glue:
     async def _show(self, task_id: str, message: str) -> None:
         """The task's status message, never over a user's stop: ``tasks.started`` without
         force is refused for a stopped task, and Conveyor's server keeps a stop request
-        ("stopping") through it (agent/server/task_status.py)."""
+        ("stopping") through it (agent/server/task_status.py). A server that wants force for
+        any task not yet started (ClearML's documented rule) gets it once the task is read to
+        be still in progress."""
         try:
             await self.api.started(task_id, message=message, force=False)
-        except ApiError as exc:  # stopped meanwhile: the next poll sees the abort
-            log.info("status message not shown", task_id=task_id, error=str(exc))
+            return
+        except ApiError as exc:
+            status, _, _ = await self.api.task_progress(task_id)
+            if status != IN_PROGRESS:  # stopped meanwhile: that stands
+                log.info("status message not shown", task_id=task_id, error=str(exc))
+                return
+        await self.api.started(task_id, message=message, force=True)
 
     async def _requeue(
         self, task_id: str, queue_id: str, cause: retry.Cause, detail: str,
@@ -292,10 +299,9 @@ class Glue:
             return
         self._forget(task_id)
         try:  # started before sbatch: a glue killed in between finds the task, not a job
-            await self.api.started(task_id, message="submitting to slurm", force=False)
-        except ApiError as exc:
-            log.info("task not started (stopped meanwhile?): no job", task_id=task_id,
-                     error=str(exc))  # fmt: skip
+            await self.api.started(task_id, message="submitting to slurm")
+        except ApiError as exc:  # (Conveyor's server: stopped between its pop and now)
+            log.info("task not started: no job", task_id=task_id, error=str(exc))
             return
         raw = doc.get("hyperparams")
         limits = retry.limits_or_default(

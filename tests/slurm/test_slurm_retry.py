@@ -57,7 +57,7 @@ async def started_by(glue: Glue, task_id: str) -> None:
     queue_id = await glue.api.queue_id(glue.settings.queues[0])
     await glue.api.register_worker(WORKER, [queue_id])
     assert await glue.api.get_next_task(queue_id, WORKER) == task_id
-    await glue.api.started(task_id, message="submitting to slurm", force=False)
+    await glue.api.started(task_id, message="submitting to slurm")
 
 
 def queue_entries(glue: Glue, server: EmbeddedServer) -> list[str]:
