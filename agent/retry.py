@@ -1,7 +1,8 @@
 """The task retry policy (pure): an infrastructure failure requeues, a script's own fails.
 
 One answer for one cause, whoever notices it (the agent at its restart, the server's watchdog
-after the worker timeout, the pipeline when an environment cannot be built). The attempt
+after the worker timeout, the pipeline when an environment cannot be built, the Slurm glue
+when the cluster preempts, loses or cannot take a job). The attempt
 counter and the cap live on the task (``runtime.conveyor_attempt``,
 ``runtime.conveyor_max_retries``), so every path reads the same numbers. Caps, highest
 precedence first: the task's ``Conveyor/max_retries`` parameter, the cap the agent recorded
@@ -35,6 +36,11 @@ class Cause(enum.Enum):
     WORKER_SILENT = "worker silent"  # infrastructure: the server's watchdog lost the agent
     ENVIRONMENT = "environment"  # infrastructure: network or disk fault building it
     EXIT_CODE = "exit code"  # the script's own: non-zero exit
+    # The Slurm glue's (agent/slurm): the cluster ended the job, not the script.
+    SLURM_PREEMPTED = "slurm preempted"  # a higher-priority job took the resources
+    SLURM_NODE_FAILURE = "slurm node failure"  # the node died or never booted under the job
+    SLURM_JOB_LOST = "slurm job lost"  # the controller lost the job (restart, system failure)
+    SLURM_UNREACHABLE = "slurm unreachable"  # the controller did not answer sbatch
 
 
 # What the closing console line and the status message say happened, per cause.
@@ -43,13 +49,29 @@ _LOST_HOW = {
     Cause.WORKER_SILENT: "its agent stopped reporting (worker timeout)",
     Cause.ENVIRONMENT: "its environment could not be built",
     Cause.EXIT_CODE: "the script exited with a code the task retries on",
+    Cause.SLURM_PREEMPTED: "slurm preempted its job",
+    Cause.SLURM_NODE_FAILURE: "its slurm node failed",
+    Cause.SLURM_JOB_LOST: "its slurm job was lost",
+    Cause.SLURM_UNREACHABLE: "the slurm controller did not answer",
 }
 _REASON = {
     Cause.AGENT_RESTARTED: LOST_WORKER,
     Cause.WORKER_SILENT: LOST_WORKER,
     Cause.ENVIRONMENT: "environment failed",
     Cause.EXIT_CODE: "exit code",
+    Cause.SLURM_PREEMPTED: "preempted in slurm",
+    Cause.SLURM_NODE_FAILURE: "slurm node failure",
+    Cause.SLURM_JOB_LOST: "slurm job lost",
+    Cause.SLURM_UNREACHABLE: "slurm unreachable",
 }
+# Once no retries are left, these fail with their own text (``detail``: the stage error, the
+# exit status) as the reason; the Slurm causes with the reason and Slurm's words after it.
+_OWN_REASON = frozenset({Cause.ENVIRONMENT, Cause.EXIT_CODE})
+_SLURM = frozenset(
+    {Cause.SLURM_PREEMPTED, Cause.SLURM_NODE_FAILURE, Cause.SLURM_JOB_LOST,
+     Cause.SLURM_UNREACHABLE}
+)  # fmt: skip
+_FAILED_VERB = frozenset({Cause.ENVIRONMENT, Cause.EXIT_CODE, Cause.SLURM_UNREACHABLE})
 
 
 class RetrySettingError(ValueError):
@@ -82,12 +104,13 @@ class Verdict:
 def decide(cause: Cause, attempt: int, limits: Limits, detail: str = "") -> Verdict:
     """Retry (requeue at the front) or fail, for an attempt ended by ``cause``.
 
-    ``detail`` is the failure's own text (the stage error, the exit status): the reason a
-    task fails with for an environment or exit-code cause. Whether an exit code is retried
+    ``detail`` is the failure's own text (the stage error, the exit status, the Slurm job and
+    what Slurm said): the reason a task fails with for an environment or exit-code cause,
+    after the cause's reason for a Slurm one. Whether an exit code is retried
     at all is :func:`retries_exit_code`'s answer; this decides only whether retries are left.
     """
     attempt = max(1, attempt)
-    verb = "lost" if cause in (Cause.AGENT_RESTARTED, Cause.WORKER_SILENT) else "failed"
+    verb = "failed" if cause in _FAILED_VERB else "lost"
     how = f"{_LOST_HOW[cause]}: {detail}" if detail else _LOST_HOW[cause]
     reason = _REASON[cause]
     if attempt <= limits.max_retries:
@@ -100,8 +123,11 @@ def decide(cause: Cause, attempt: int, limits: Limits, detail: str = "") -> Verd
     tried = f"attempt {attempt} of {limits.max_attempts}, no retries left"
     message = f"{reason}: {how} ({tried})"
     console = f"attempt {attempt} {verb}: {how}; failed ({tried})"
-    own = cause in (Cause.ENVIRONMENT, Cause.EXIT_CODE) and detail
-    fail_reason = detail if own else reason
+    fail_reason = reason
+    if detail and cause in _OWN_REASON:
+        fail_reason = detail
+    elif detail and cause in _SLURM:
+        fail_reason = f"{reason}: {detail}"
     return Verdict(False, attempt, attempt, limits.max_attempts, fail_reason, message, console)
 
 
@@ -215,3 +241,29 @@ def transient_environment_error(reason: str) -> bool:
     """Pure: does an environment stage's error text name a network or disk fault?"""
     text = reason.lower()
     return any(marker in text for marker in _TRANSIENT_ENVIRONMENT)
+
+
+# Slurm's words for a job that ended by the cluster's doing, not the script's: its state, or
+# for a job that ended FAILED or CANCELLED, the reason Slurm gave (squeue's %r).
+_SLURM_STATES = {
+    "PREEMPTED": Cause.SLURM_PREEMPTED,
+    "NODE_FAIL": Cause.SLURM_NODE_FAILURE,
+    "BOOT_FAIL": Cause.SLURM_NODE_FAILURE,
+    "": Cause.SLURM_JOB_LOST,  # gone from squeue and accounting: the controller lost it
+}
+_SLURM_REASONS = {
+    "NodeDown": Cause.SLURM_NODE_FAILURE,
+    "SystemFailure": Cause.SLURM_JOB_LOST,
+    "JobLaunchFailure": Cause.SLURM_JOB_LOST,
+}
+
+
+def slurm_cause(state: str, reason: str = "") -> Cause | None:
+    """Pure: the infrastructure cause of a Slurm job that ended in ``state`` (upper case, ""
+    when Slurm no longer knows the job) with Slurm's ``reason``; None when the end is the
+    script's own (COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, a CANCELLED by someone)."""
+    if state in _SLURM_STATES:
+        return _SLURM_STATES[state]
+    if state in ("FAILED", "CANCELLED"):
+        return _SLURM_REASONS.get(reason.strip())
+    return None

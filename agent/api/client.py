@@ -124,10 +124,9 @@ class ApiClient:
         attempt = attempt_of(runtime if isinstance(runtime, dict) else None)
         return str(doc.get("status") or ""), str(doc.get("status_message") or ""), attempt
 
-    async def started(self, task_id: str, message: str = "pulled by agent") -> None:
-        await self.call(
-            "tasks.started", {"task": task_id, "force": True, "status_message": message}
-        )
+    async def started(self, task_id: str, message: str = "", force: bool = True) -> None:
+        body = {"task": task_id, "force": force, "status_message": message or "pulled by agent"}
+        await self.call("tasks.started", body)  # force=False: a stopped task is not revived
 
     async def completed(self, task_id: str) -> None:
         await self.call("tasks.completed", {"task": task_id, "force": False})

@@ -123,7 +123,6 @@ class Settings:
     slurm_poll_interval: float = 5.0  # one squeue call and one task listing per poll
     slurm_job_prefix: str = "conveyor-"  # jobs are named <prefix><task id>-<attempt>
     slurm_max_jobs: int = 20  # jobs kept in Slurm at once, per queue (slurm_queues: max_jobs)
-    slurm_max_attempts: int = 3  # submissions of a task that Slurm preempts or loses a node of
     # Seen by the compute nodes under the same path: secret hand-over files, job output.
     slurm_shared_dir: Path = field(default_factory=lambda: _default_data_dir() / "slurm")
     slurm_conveyor: str = "conveyor"  # the command on compute nodes (a shared venv's conveyor)
@@ -169,6 +168,11 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# Settings that are gone, and what replaced them (said instead of "unknown setting").
+RETIRED = {
+    "slurm_max_attempts": "replaced by max_retries (attempts = max_retries + 1) and "
+    "queue_max_retries, the retry policy the daemon follows too (docs/reliability.md)",
+}
 
 # The ClearML variables a ClearML user already has set; lower precedence than CONVEYOR_*.
 _CLEARML_ENV = {
@@ -241,6 +245,8 @@ def _from_mapping(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         if isinstance(value, Mapping) and key not in _FIELDS:
             out.update(_from_mapping(value, source))  # TOML tables are only grouping
             continue
+        if key in RETIRED:
+            raise SettingsError(f"setting {key!r} in {source}: {RETIRED[key]}")
         if key not in _FIELDS:
             raise SettingsError(f"unknown setting {key!r} in {source}")
         out[key] = _coerce(key, value, source)
@@ -255,6 +261,9 @@ def _from_clearml_conf(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for name, why in RETIRED.items():
+        if ENV_PREFIX + name.upper() in environ:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {why}")
     for var, name in _CLEARML_ENV.items():
         if environ.get(var):
             out[name] = _coerce(name, environ[var], var)

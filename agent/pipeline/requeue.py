@@ -57,19 +57,23 @@ async def apply_verdict(
     worker: str,
     *,
     closing_line: bool = True,
+    replace_end: bool = False,
 ) -> bool:
     """Requeue or fail ``task_id`` as ``verdict`` says. False if the task had moved on (not
-    in progress any more) or the server refused: then nothing is changed by this agent."""
+    in progress any more) or the server refused: then nothing is changed by this agent.
+    ``replace_end``: the caller knows that a ``stopped`` or ``failed`` status is not the
+    task's own end (the Slurm glue: Slurm's TERM to a job it preempted); it is replaced."""
     try:
         status, _, _ = await api.task_progress(task_id)
-        if status != IN_PROGRESS:  # requeued or ended by someone else meanwhile: theirs
+        ended = replace_end and status in ("stopped", "failed")
+        if status != IN_PROGRESS and not ended:  # requeued or ended by someone else: theirs
             log.info("lost task left as it is", task_id=task_id, status=status)
             return False
         if verdict.retry and queue_id:
             # Stop it first (not forced): if it changed since, the server refuses.
-            await api.stopped(task_id, verdict.reason, message=verdict.message, force=False)
+            await api.stopped(task_id, verdict.reason, message=verdict.message, force=ended)
         else:
-            await api.failed(task_id, verdict.reason, message=verdict.message, force=False)
+            await api.failed(task_id, verdict.reason, message=verdict.message, force=ended)
     except ApiError as exc:
         log.info("lost task left as it is", task_id=task_id, error=str(exc))
         return False

@@ -43,13 +43,16 @@ def job_env(
     secret_file: Path,
     extra: Mapping[str, str],
     environ: Mapping[str, str],
+    max_retries: int,
 ) -> dict[str, str]:
     """sbatch's whole environment (``--export=ALL`` of exactly this): where the server is, the
-    secret file's path, the operator's ``slurm_job_env``; no secret."""
+    secret file's path, the operator's ``slurm_job_env``, the queue's retry cap (so that
+    ``conveyor execute`` records and applies the glue's); no secret."""
     env = {k: environ[k] for k in PASSED_THROUGH if k in environ}
     env.update(extra)
     env.update(
         {
+            "CONVEYOR_MAX_RETRIES": str(max_retries),
             "CONVEYOR_API_HOST": access.api_host,
             "CONVEYOR_WEB_HOST": access.web_host,
             "CONVEYOR_FILES_HOST": access.files_host,

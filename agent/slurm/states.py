@@ -7,6 +7,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from agent import retry
 from agent.pipeline.report import ABORTED_BY_USER, AGENT_SHUTDOWN
 
 # squeue --format: id | name | state | reason | comment (the queue id the job serves)
@@ -15,10 +16,13 @@ ACTIVE = frozenset(
     {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
      "SIGNALING", "STAGE_OUT", "STOPPED", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT"}
 )  # fmt: skip
-INFRASTRUCTURE = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})  # requeued, under a cap
+# Ended jobs whose end Slurm's state alone pins on the cluster: whatever Slurm's TERM made of
+# the task ("stopped: agent shutdown", "failed: killed by signal 15"), the policy decides.
+CLUSTER_ENDED = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
 FINAL_TASK = frozenset({"completed", "failed", "stopped", "published", "closed"})
 IN_PROGRESS = "in_progress"
 STOPPING = "stopping"
+DELETED = "deleted"  # not a server status: the task is gone from the listing
 _TASK_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 
@@ -68,11 +72,12 @@ def parse_squeue(text: str, prefix: str) -> list[Job]:
 
 
 def latest(jobs: list[Job]) -> dict[str, Job]:
-    """Per task, its job of the highest attempt (a requeued task's earlier jobs linger)."""
+    """Per task, its newest job (the highest job id): a requeued task's earlier jobs, and the
+    jobs of a task run again after a reset, linger in squeue for a while."""
     out: dict[str, Job] = {}
     for job in jobs:
         seen = out.get(job.task_id)
-        if seen is None or (job.attempt, int(job.job_id)) > (seen.attempt, int(seen.job_id)):
+        if seen is None or int(job.job_id) > int(seen.job_id):
             out[job.task_id] = job
     return out
 
@@ -85,13 +90,14 @@ class Act(enum.Enum):
     FORGET = "forget"  # the task has its final status: stop tracking
     STOPPED = "stopped"  # report the task stopped (reason)
     FAILED = "failed"  # report the task failed (reason)
-    REQUEUE = "requeue"  # submit the next attempt under the same task id
+    REQUEUE = "requeue"  # an infrastructure cause: the retry policy requeues or fails it
 
 
 @dataclass(frozen=True)
 class Decision:
     act: Act
-    reason: str = ""
+    reason: str = ""  # FAILED/STOPPED: the status reason; REQUEUE: the job and Slurm's words
+    cause: retry.Cause | None = None  # REQUEUE: what the retry policy weighs
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,15 @@ class TaskView:
     status: str
     message: str = ""
     reason: str = ""
+    attempt: int = 1  # runtime.conveyor_attempt: the attempt now queued or running
 
     @property
     def aborted(self) -> bool:
-        """The user wants it to end: ``tasks.stop`` marked it, or it was stopped or reset."""
+        """The user wants it to end: ``tasks.stop`` marked it, or it was stopped, reset or
+        deleted (the glue's listing no longer finds it: ``TaskView("deleted")``)."""
         if self.status == IN_PROGRESS:
             return self.message.strip().lower() == STOPPING
-        return self.status in ("queued", "created") or (
+        return self.status in ("queued", "created", DELETED) or (
             self.status == "stopped" and self.reason != AGENT_SHUTDOWN
         )
 
@@ -118,34 +126,45 @@ class TaskView:
         killed by signal 15") alike. Asked only of jobs Slurm ended (time limit, preemption,
         node failure), whose task could not have ended on its own: Slurm's reason is the real
         one. A user's stop or a completion stands."""
-        return self.status in (IN_PROGRESS, "failed") or (
+        return self.status == "failed" or self.unfinished
+
+    @property
+    def unfinished(self) -> bool:
+        """No final status of its own: running, or stopped by Slurm's TERM to the job."""
+        return self.status == IN_PROGRESS or (
             self.status == "stopped" and self.reason == AGENT_SHUTDOWN
         )
 
 
-def decide(job: Job, task: TaskView, max_attempts: int) -> Decision:
+def decide(job: Job, task: TaskView) -> Decision:
     """What to do about ``job`` given what the server says of its task."""
+    if task.attempt > job.attempt:  # the task moved on to a later attempt: not this job's
+        return Decision(Act.FORGET)
     if job.active:
         if not task.aborted:
             return Decision(Act.SHOW_PENDING if job.state == "PENDING" else Act.NOTHING)
         return Decision(Act.CANCEL if job.state == "PENDING" else Act.ESCALATE)
+    if task.status == IN_PROGRESS and task.aborted:  # a stop was asked: it stands
+        return Decision(Act.STOPPED, ABORTED_BY_USER)
     where = f"slurm job {job.job_id}"
     if job.state == "TIMEOUT" and task.cut_short:
         return Decision(Act.FAILED, f"{where} reached its time limit (TIMEOUT)")
+    cause = retry.slurm_cause(job.state, job.reason)
+    if cause is not None and (task.cut_short if job.state in CLUSTER_ENDED else task.unfinished):
+        said = ", ".join(x for x in (job.state or "vanished", job.reason) if x and x != "None")
+        return Decision(Act.REQUEUE, f"{where} ({said})", cause)
     if job.state == "CANCELLED" and task.cut_short and not task.aborted:
         return Decision(Act.FAILED, f"{where} was cancelled in slurm, not by conveyor")
-    if job.state in INFRASTRUCTURE and task.cut_short:
-        if job.attempt < max_attempts:
-            return Decision(Act.REQUEUE, f"{where} {job.state.lower()}: requeued")
-        return Decision(Act.FAILED, f"{where} {job.state.lower()} ({job.attempt} attempts)")
     if task.status in FINAL_TASK:
         return Decision(Act.FORGET)
     if task.aborted:
         return Decision(Act.STOPPED, ABORTED_BY_USER)
-    state = job.state.lower() or "vanished, no accounting record"
-    return Decision(Act.FAILED, f"{where} ended ({state}) without a final status")
+    return Decision(Act.FAILED, f"{where} ended ({job.state.lower()}) without a final status")
 
 
-def pending_message(job: Job, max_attempts: int) -> str:
-    attempt = f", attempt {job.attempt}/{max_attempts}" if job.attempt > 1 else ""
+def pending_message(job: Job, max_attempts: int = 0) -> str:
+    """``pending in slurm: job N (Reason)``, and the attempt after the first (of how many,
+    when the glue knows: not for a job it adopted after a restart)."""
+    of = f" of {max_attempts}" if max_attempts else ""
+    attempt = f", attempt {job.attempt}{of}" if job.attempt > 1 else ""
     return f"pending in slurm: job {job.job_id} ({job.reason or 'None'}){attempt}"

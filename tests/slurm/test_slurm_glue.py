@@ -29,10 +29,22 @@ pytestmark = pytest.mark.slurm
 
 
 def literal_task(
-    server: EmbeddedServer, name: str, code: str, queue: str = QUEUE, **slurm_params: str
+    server: EmbeddedServer,
+    name: str,
+    code: str,
+    queue: str = QUEUE,
+    conveyor: dict[str, str] | None = None,
+    **slurm_params: str,
 ) -> str:
-    section = {k: {"section": "Slurm", "name": k, "value": v} for k, v in slurm_params.items()}
-    fields: dict[str, Any] = {"hyperparams": {"Slurm": section}} if section else {}
+    """A literal-script task; ``slurm_params`` its Slurm section, ``conveyor`` its Conveyor one
+    (the retry policy's parameters)."""
+    sections = {"Slurm": slurm_params, "Conveyor": conveyor or {}}
+    hyperparams = {
+        section: {k: {"section": section, "name": k, "value": v} for k, v in values.items()}
+        for section, values in sections.items()
+        if values
+    }
+    fields: dict[str, Any] = {"hyperparams": hyperparams} if hyperparams else {}
     script = {"diff": code, "entry_point": f"{name}.py"}
     return create_task(server, name, script, queue=queue, **fields)
 
@@ -224,13 +236,8 @@ def submitted_attempts(glue: GlueProcess, task_id: str) -> list[int]:
     return [int(e["attempt"]) for e in events if e["task_id"] == task_id]
 
 
-def test_preemption_requeues_the_task_under_the_same_id(
-    glue: GlueProcess, server: EmbeddedServer
-) -> None:
-    """A job of the urgent partition preempts the task's job (PREEMPTED); the glue submits
-    attempt 2, which runs once the urgent job is done."""
-    code = "import time\nprint('preemptible running', flush=True)\ntime.sleep(4)\n"
-    task_id = literal_task(server, "preemptible", code, gres="gpu:2")
+def preempt(glue: GlueProcess, server: EmbeddedServer, task_id: str) -> str:
+    """Wait for the task's job to run, then let a job of the urgent partition preempt it."""
     first_job = job_id_of(glue, task_id)
     wait_for(lambda: "preemptible running" in console_text(server, task_id), 120, "the run")
     slurm(
@@ -238,17 +245,80 @@ def test_preemption_requeues_the_task_under_the_same_id(
         "--job-name=urgent-preemptor", "--wrap", "sleep 2",
     )  # fmt: skip
     wait_for(lambda: slurm_state(first_job) == "PREEMPTED", 30, "PREEMPTED")
+    return first_job
+
+
+def assert_attempt_2_told(server: EmbeddedServer, task_id: str, lost: str) -> None:
+    """The task went through the retry policy: attempt 2 on the task, attempt 1's closing line
+    (``lost``: a pattern for its cause and job) and attempt 2's header, in that order."""
+    doc = task_doc(server, task_id)
+    assert doc["runtime"]["conveyor_attempt"] == 2, doc["runtime"]
+    lines = console_text(server, task_id).splitlines()
+    closing = [i for i, x in enumerate(lines) if re.fullmatch(f"conveyor: attempt 1 {lost}", x)]
+    header = lines.index("conveyor: attempt 2 of 3")
+    assert lines.index("conveyor: attempt 1 of 3") < closing[0] < header, lines
+
+
+def test_preemption_requeues_the_task_under_the_same_id(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    """A job of the urgent partition preempts the task's job (PREEMPTED); the retry policy
+    requeues the task as attempt 2 (at the front of its queue), which runs once the urgent
+    job is done."""
+    code = "import time\nprint('preemptible running', flush=True)\ntime.sleep(4)\n"
+    task_id = literal_task(server, "preemptible", code, gres="gpu:2")
+    first_job = preempt(glue, server, task_id)
     wait_for(
         lambda: task_doc(server, task_id)["status"] == "completed", 180, "attempt 2 to complete"
     )
     assert submitted_attempts(glue, task_id) == [1, 2]
+    lost = (
+        rf"lost: slurm preempted its job: slurm job {first_job} \(PREEMPTED\); "
+        r"requeued \(attempt 2 of 3\)"
+    )
+    assert_attempt_2_told(server, task_id, lost)
+
+
+def test_preemption_past_the_tasks_cap_fails_it_with_slurms_word(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    """``Conveyor/max_retries`` 0: the same cap as the daemon's, so a preemption fails it."""
+    code = "import time\nprint('preemptible running', flush=True)\ntime.sleep(30)\n"
+    task_id = literal_task(server, "no-retry", code, conveyor={"max_retries": "0"}, gres="gpu:2")
+    first_job = preempt(glue, server, task_id)
+    doc = wait_for(
+        lambda: (d := task_doc(server, task_id))["status"] == "failed" and d, 60, "failed"
+    )
+    assert doc["status_reason"] == f"preempted in slurm: slurm job {first_job} (PREEMPTED)", doc
+    assert "attempt 1 of 1, no retries left" in doc["status_message"], doc
+    assert submitted_attempts(glue, task_id) == [1]
+
+
+def test_an_exit_code_the_task_retries_on_runs_attempt_2_as_a_new_job(
+    glue: GlueProcess, server: EmbeddedServer
+) -> None:
+    """``Conveyor/retry_on_exit_codes``: `conveyor execute` in the job requeues the task as
+    attempt 2; the glue submits it as job ``…-2`` (not a second ``…-1``), and it completes."""
+    code = (
+        "import os, sys\nattempt = os.environ['CONVEYOR_ATTEMPT']\n"
+        "print('exit-code attempt', attempt, flush=True)\nsys.exit(3 if attempt == '1' else 0)\n"
+    )
+    task_id = literal_task(server, "flaky", code, conveyor={"retry_on_exit_codes": "3"})
+    doc = wait_for(
+        lambda: (d := task_doc(server, task_id))["status"] == "completed" and d, 180, "completed"
+    )
+    assert doc["runtime"]["conveyor_attempt"] == 2, doc
+    assert submitted_attempts(glue, task_id) == [1, 2]
+    assert [n.split("-")[-2] for n in jobs_of(glue, task_id)] == ["1", "2"]
+    text = console_text(server, task_id)
+    assert "exit-code attempt 1" in text and "exit-code attempt 2" in text
 
 
 def test_node_failure_requeues_the_task_under_the_same_id(
     glue: GlueProcess, server: EmbeddedServer
 ) -> None:
-    """The node is set DOWN under a running job (NODE_FAIL); the glue submits attempt 2 of the
-    same task, which completes once the node is back."""
+    """The node is set DOWN under a running job (NODE_FAIL); the retry policy requeues the
+    task as attempt 2 under the same id, which completes once the node is back."""
     code = "import time\nprint('attempt running', flush=True)\ntime.sleep(4)\n"
     task_id = literal_task(server, "fragile", code)
     first_job = job_id_of(glue, task_id)
@@ -270,5 +340,10 @@ def test_node_failure_requeues_the_task_under_the_same_id(
         lambda: task_doc(server, task_id)["status"] == "completed", 180, "attempt 2 to complete"
     )
     assert submitted_attempts(glue, task_id) == [1, 2]
+    lost = (
+        rf"lost: its slurm node failed: slurm job {first_job} \(NODE_FAIL[^)]*\); "
+        r"requeued \(attempt 2 of 3\)"
+    )
+    assert_attempt_2_told(server, task_id, lost)
     assert len(jobs_of(glue, task_id)) == 2
     assert f"{glue.prefix}{task_id}-2-" in " ".join(jobs_of(glue, task_id))

@@ -16,6 +16,7 @@ from agent.retry import (
     limits_or_default,
     queue_caps,
     retries_exit_code,
+    slurm_cause,
     transient_environment_error,
 )
 
@@ -132,6 +133,79 @@ def test_console_lines_tell_the_story() -> None:
         "Connection refused; failed (attempt 3 of 3, no retries left)"
     )
     assert env.reason == "requirements failed: Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "cause"),
+    [
+        ("PREEMPTED", "None", Cause.SLURM_PREEMPTED),
+        ("NODE_FAIL", "NodeDown", Cause.SLURM_NODE_FAILURE),
+        ("BOOT_FAIL", "", Cause.SLURM_NODE_FAILURE),
+        ("", "", Cause.SLURM_JOB_LOST),  # gone from squeue and accounting
+        ("FAILED", "NodeDown", Cause.SLURM_NODE_FAILURE),
+        ("CANCELLED", "SystemFailure", Cause.SLURM_JOB_LOST),
+        ("FAILED", "JobLaunchFailure", Cause.SLURM_JOB_LOST),
+        # the script's own (or a person's): not retried
+        ("TIMEOUT", "TimeLimit", None),
+        ("FAILED", "NonZeroExitCode", None),
+        ("OUT_OF_MEMORY", "OutOfMemory", None),
+        ("CANCELLED", "None", None),
+        ("COMPLETED", "None", None),
+        ("DEADLINE", "", None),
+    ],
+)
+def test_slurm_states_name_their_cause(state: str, reason: str, cause: Cause | None) -> None:
+    assert slurm_cause(state, reason) is cause
+
+
+@pytest.mark.parametrize(
+    ("cause", "console", "message"),
+    [
+        (
+            Cause.SLURM_PREEMPTED,
+            "attempt 1 lost: slurm preempted its job: slurm job 12 (PREEMPTED); "
+            "requeued (attempt 2 of 3)",
+            "preempted in slurm: requeued (attempt 2 of 3)",
+        ),
+        (
+            Cause.SLURM_NODE_FAILURE,
+            "attempt 1 lost: its slurm node failed: slurm job 12 (PREEMPTED); "
+            "requeued (attempt 2 of 3)",
+            "slurm node failure: requeued (attempt 2 of 3)",
+        ),
+        (
+            Cause.SLURM_JOB_LOST,
+            "attempt 1 lost: its slurm job was lost: slurm job 12 (PREEMPTED); "
+            "requeued (attempt 2 of 3)",
+            "slurm job lost: requeued (attempt 2 of 3)",
+        ),
+        (
+            Cause.SLURM_UNREACHABLE,
+            "attempt 1 failed: the slurm controller did not answer: slurm job 12 (PREEMPTED); "
+            "requeued (attempt 2 of 3)",
+            "slurm unreachable: requeued (attempt 2 of 3)",
+        ),
+    ],
+)
+def test_slurm_causes_requeue_under_the_same_cap(cause: Cause, console: str, message: str) -> None:
+    verdict = decide(cause, 1, DEFAULT, "slurm job 12 (PREEMPTED)")
+    assert (verdict.retry, verdict.next_attempt, verdict.console, verdict.message) == (
+        True,
+        2,
+        console,
+        message,
+    )
+
+
+def test_a_slurm_cause_past_the_cap_fails_with_what_slurm_said() -> None:
+    verdict = decide(Cause.SLURM_PREEMPTED, 2, Limits(1), "slurm job 12 (PREEMPTED)")
+    assert not verdict.retry
+    assert verdict.reason == "preempted in slurm: slurm job 12 (PREEMPTED)"
+    assert verdict.message == (
+        "preempted in slurm: slurm preempted its job: slurm job 12 (PREEMPTED) "
+        "(attempt 2 of 2, no retries left)"
+    )
+    assert decide(Cause.SLURM_NODE_FAILURE, 1, Limits(0)).reason == "slurm node failure"
 
 
 def _params(**values: str) -> dict[str, Any]:

@@ -31,6 +31,15 @@ def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
         load_settings(config_path=cfg, environ={})
 
 
+def test_a_retired_setting_names_what_replaced_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("[slurm]\nslurm_max_attempts = 3\n")
+    with pytest.raises(SettingsError, match=r"'slurm_max_attempts'.*replaced by max_retries"):
+        load_settings(config_path=cfg, environ={})
+    with pytest.raises(SettingsError, match="CONVEYOR_SLURM_MAX_ATTEMPTS: replaced by"):
+        load_settings(environ={"CONVEYOR_SLURM_MAX_ATTEMPTS": "3", "CONVEYOR_CONFIG": ""})
+
+
 def test_bad_values_name_the_source() -> None:
     with pytest.raises(SettingsError, match="CONVEYOR_SLOTS"):
         load_settings(environ={"CONVEYOR_SLOTS": "many"})

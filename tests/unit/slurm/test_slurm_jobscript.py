@@ -17,11 +17,14 @@ def test_script_and_environment_hold_no_secret(tmp_path: Path) -> None:
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
     script = batch_script("/shared/venv/bin/conveyor", "t1", 1)
-    env = job_env(ACCESS, secret, {"CONVEYOR_CACHE_DIR": "/scratch"}, {
+    extra = {"CONVEYOR_CACHE_DIR": "/scratch", "CONVEYOR_MAX_RETRIES": "9"}
+    env = job_env(ACCESS, secret, extra, {
         "PATH": "/usr/bin", "CONVEYOR_SECRET_KEY": "S3CR3T", "CLEARML_API_SECRET_KEY": "S3CR3T",
-    })  # fmt: skip
+    }, max_retries=0)  # fmt: skip
     assert "S3CR3T" not in script and "S3CR3T" not in "".join(env.values())
     assert env[SECRET_FILE_VAR] == str(secret) and env["CONVEYOR_CACHE_DIR"] == "/scratch"
+    # the queue's retry cap reaches `conveyor execute`, over the operator's job variables
+    assert env["CONVEYOR_MAX_RETRIES"] == "0"
     assert "exec /shared/venv/bin/conveyor execute --id t1" in script
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.retry import Cause
 from agent.slurm.slurmcli import is_transient
 from agent.slurm.states import (
     Act,
@@ -44,9 +45,17 @@ def test_squeue_lines_keep_only_our_jobs_and_the_latest_attempt() -> None:
     assert [j.job_id for j in jobs] == ["11", "12"]
     assert latest(jobs)[TASK] == Job("12", TASK, 2, "PENDING", "Resources", "q1")
     assert pending_message(latest(jobs)[TASK], 3) == (
-        "pending in slurm: job 12 (Resources), attempt 2/3"
+        "pending in slurm: job 12 (Resources), attempt 2 of 3"
     )
+    assert pending_message(latest(jobs)[TASK]) == "pending in slurm: job 12 (Resources), attempt 2"
     assert pending_message(jobs[0], 3) == "pending in slurm: job 11 (None)"
+
+
+def test_the_newest_job_wins_even_of_a_lower_attempt() -> None:
+    """A task reset (its counter cleared) and run again: its new job is attempt 1, while the
+    old attempt 2 still lingers in squeue."""
+    text = "20|conveyor-0123abcd-2|COMPLETED|None|q1\n31|conveyor-0123abcd-1|PENDING|None|q1\n"
+    assert latest(parse_squeue(text, PREFIX))[TASK].job_id == "31"
 
 
 RUNNING = TaskView("in_progress", "started by conveyor execute")
@@ -74,28 +83,64 @@ KILLED = TaskView("failed", "", "killed by signal 15 (SIGTERM: terminated)")
         (job("TIMEOUT"), KILLED, Act.FAILED),
         (job("PREEMPTED"), TaskView("stopped", "", "aborted by user"), Act.FORGET),
         (job("NODE_FAIL"), RUNNING, Act.REQUEUE),
-        (job("NODE_FAIL", attempt=3), RUNNING, Act.FAILED),
+        (job("NODE_FAIL", attempt=3), RUNNING, Act.REQUEUE),  # the cap is the policy's
         (job("CANCELLED"), STOPPING, Act.STOPPED),
         (job("CANCELLED"), RUNNING, Act.FAILED),  # cancelled by someone else, no status
         (job("CANCELLED"), SHUTDOWN, Act.FAILED),  # ... or execute's "agent shutdown"
-        (job(""), RUNNING, Act.FAILED),  # vanished without an accounting record
+        (job("CANCELLED", reason="SystemFailure"), SHUTDOWN, Act.REQUEUE),  # by the cluster
+        (job("FAILED", reason="NodeDown"), RUNNING, Act.REQUEUE),
+        (job("FAILED", reason="NonZeroExitCode"), RUNNING, Act.FAILED),  # conveyor's own
+        (job(""), RUNNING, Act.REQUEUE),  # vanished without an accounting record: lost
+        (job(""), TaskView("failed", "", "exit code 1"), Act.FORGET),  # ... after its end
+        # a user's stop stands, whatever ended the job afterwards
+        (job("PREEMPTED"), STOPPING, Act.STOPPED),
+        (job("TIMEOUT"), STOPPING, Act.STOPPED),
+        (job(""), STOPPING, Act.STOPPED),
+        # the task moved on to a later attempt (requeued by execute's or the glue's policy)
+        (job("RUNNING"), TaskView("queued", "", "", attempt=2), Act.FORGET),
+        (job("COMPLETED"), TaskView("in_progress", "", "", attempt=2), Act.FORGET),
+        (job("PENDING", attempt=2), TaskView("in_progress", "", "", attempt=2), Act.SHOW_PENDING),
+        # the task was deleted: its job goes, and so does the glue's record of it
+        (job("PENDING"), TaskView("deleted"), Act.CANCEL),
+        (job("RUNNING"), TaskView("deleted"), Act.ESCALATE),
+        (job("PREEMPTED"), TaskView("deleted"), Act.STOPPED),  # (nothing to report: forgotten)
+        (job("COMPLETED"), TaskView("deleted"), Act.STOPPED),
     ],
 )
 def test_decide(the_job: Job, task: TaskView, act: Act) -> None:
-    assert decide(the_job, task, max_attempts=3).act is act
+    assert decide(the_job, task).act is act
+
+
+@pytest.mark.parametrize(
+    ("the_job", "task", "cause", "reason"),
+    [
+        (job("PREEMPTED"), SHUTDOWN, Cause.SLURM_PREEMPTED, "slurm job 7 (PREEMPTED)"),
+        (job("NODE_FAIL", reason="NodeDown"), KILLED, Cause.SLURM_NODE_FAILURE,
+         "slurm job 7 (NODE_FAIL, NodeDown)"),
+        (job("BOOT_FAIL"), RUNNING, Cause.SLURM_NODE_FAILURE, "slurm job 7 (BOOT_FAIL)"),
+        (job("FAILED", reason="JobLaunchFailure"), RUNNING, Cause.SLURM_JOB_LOST,
+         "slurm job 7 (FAILED, JobLaunchFailure)"),
+        (job("", reason="None"), RUNNING, Cause.SLURM_JOB_LOST, "slurm job 7 (vanished)"),
+    ],
+)  # fmt: skip
+def test_a_requeue_carries_its_cause_and_what_slurm_said(
+    the_job: Job, task: TaskView, cause: Cause, reason: str
+) -> None:
+    decision = decide(the_job, task)
+    assert (decision.act, decision.cause, decision.reason) == (Act.REQUEUE, cause, reason)
 
 
 def test_reasons_name_the_job_and_what_slurm_said() -> None:
-    assert decide(job("TIMEOUT"), SHUTDOWN, 3).reason == (
+    assert decide(job("TIMEOUT"), SHUTDOWN).reason == (
         "slurm job 7 reached its time limit (TIMEOUT)"
     )
-    assert decide(job("NODE_FAIL", attempt=3), RUNNING, 3).reason == (
-        "slurm job 7 node_fail (3 attempts)"
+    assert decide(job("FAILED"), RUNNING).reason == (
+        "slurm job 7 ended (failed) without a final status"
     )
-    assert "vanished" in decide(job(""), RUNNING, 3).reason
-    assert decide(job("CANCELLED"), SHUTDOWN, 3).reason == (
+    assert decide(job("CANCELLED"), SHUTDOWN).reason == (
         "slurm job 7 was cancelled in slurm, not by conveyor"
     )
+    assert decide(job("PREEMPTED"), STOPPING).reason == "aborted by user"
 
 
 @pytest.mark.parametrize(
