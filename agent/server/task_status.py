@@ -198,11 +198,12 @@ def dequeue(call: Call) -> dict[str, Any]:
     "tasks.reset",
     accepts=accepts(
         _CHANGE,
-        ignored="return_file_urls",
+        # delete_external_artifacts: sent (true) by the SDK in every reset; ClearML deletes
+        # the files only "if configured to do so", and this server keeps them.
+        ignored="return_file_urls delete_external_artifacts",
         off_only={
             "clear_all": "a reset keeps the script and execution sections",
             "delete_output_models": f"{_KEPT} (the task forgets them)",
-            "delete_external_artifacts": _KEPT,
         },
     ),
 )

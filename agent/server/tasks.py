@@ -51,6 +51,9 @@ _CLONE_FIELDS = (
     "new_task_input_models execution_overrides new_project_name validate_references"
 )
 _NOT_DELETED = "this server deletes the task document and its events only"
+# The SDK sends it (true) in every tasks.delete / tasks.reset; ClearML deletes the files only
+# "if configured to do so", and this server is not: artifact files are kept.
+_NOT_CONFIGURED = "delete_external_artifacts"
 
 
 def _check_project(conn: sqlite3.Connection, fields: dict[str, Any]) -> None:
@@ -242,10 +245,9 @@ def clone(call: Call) -> dict[str, Any]:
     "tasks.delete",
     accepts=accepts(
         "task force",
-        ignored="return_file_urls status_reason status_message",
+        ignored=f"return_file_urls status_reason status_message {_NOT_CONFIGURED}",
         off_only={
             "delete_output_models": f"{_NOT_DELETED} (models.delete deletes a model)",
-            "delete_external_artifacts": f"{_NOT_DELETED} (artifact files are kept)",
             "move_to_trash": "there is no trash: a deleted task is gone",
         },
     ),

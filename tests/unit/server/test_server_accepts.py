@@ -4,6 +4,7 @@ endpoint: implemented, ignored as presentation or metadata, or taken only switch
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import pytest
@@ -66,3 +67,21 @@ def test_check_refuses_unknown_and_switched_on_fields() -> None:
     with pytest.raises(ApiError) as info:
         check("x.y", {"flag": True}, spec)
     assert info.value.msg == "field 'flag' of x.y: true is not supported: not here"
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    """What a request sends unasked: its constructor's non-None defaults (``DeleteRequest``
+    sends ``delete_external_artifacts: true``, ``models.CreateRequest`` ``public: false``)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default not in (None, p.empty)}
+
+
+@pytest.mark.parametrize("endpoint", WRITES)
+def test_what_the_sdk_sends_by_default_is_taken(endpoint: str) -> None:
+    spec = registry.endpoints()[endpoint].accepts
+    assert spec is not None
+    check(endpoint, _defaults(_sdk_request(endpoint)), spec)
+
+
+def test_defaults_are_found() -> None:
+    assert _defaults(_sdk_request("tasks.delete"))["delete_external_artifacts"] is True
