@@ -133,7 +133,8 @@ def _may_claim(conn: sqlite3.Connection, task: dict[str, Any], worker_id: str) -
     return found.fetchone() is None
 
 
-@endpoint("workers.unregister", inline=True, accepts=accepts("worker"))
+# ``queues``: clearml-agent sends its queues when it unregisters; the worker goes, with them.
+@endpoint("workers.unregister", inline=True, accepts=accepts("worker", ignored="queues"))
 def unregister(call: Call) -> dict[str, Any]:
     worker_id = req_str(call.body, "worker")
     with call.store.write() as conn:

@@ -192,12 +192,15 @@ def test_flags_taken_only_switched_off(server: EmbeddedServer) -> None:
 
 
 def test_ignored_fields_are_taken(server: EmbeddedServer) -> None:
-    """clearml-agent's ``is_daemon``, the report ``timestamp``, ``verify_watched_queue``."""
+    """clearml-agent's ``is_daemon`` and unregister ``queues``, the report ``timestamp``,
+    ``verify_watched_queue``."""
     ids = _objects(server)
     report = {"worker": ids["worker"], "timestamp": 5, "is_daemon": True, "task": ids["R"]}
     api_call(server, "workers.status_report", report)
     body = {"task": ids["T"], "queue": ids["queue"], "verify_watched_queue": True}
     assert api_call(server, "tasks.enqueue", body)["queue_watched"] is True
+    api_call(server, "workers.unregister", {"worker": ids["worker"], "queues": [ids["queue"]]})
+    assert ids["worker"] not in {w["id"] for w in api_call(server, "workers.get_all")["workers"]}
 
 
 def test_fields_implemented_for_the_rule(server: EmbeddedServer) -> None:
