@@ -214,6 +214,9 @@ def test_fields_implemented_for_the_rule(server: EmbeddedServer) -> None:
     api_call(server, "tasks.completed", {"task": ids["R"]})
     api_call(server, "tasks.publish", {"task": ids["R"]})  # publishes its output model too
     assert api_call(server, "models.get_by_id", {"model": out["id"]})["model"]["ready"] is True
+    kept = api_call(server, "models.update_for_task", {"task": ids["C"], "uri": "k"})["id"]
+    api_call(server, "tasks.publish", {"task": ids["C"], "publish_model": False})
+    assert api_call(server, "models.get_by_id", {"model": kept})["model"]["ready"] is False
     created = "2024-01-02T03:04:05+00:00"
     api_call(server, "models.update", {"model": ids["model"], "created": created, "ui_cache": {}})
     assert api_call(server, "models.get_by_id", {"model": ids["model"]})["model"]["created"] == (
