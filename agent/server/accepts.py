@@ -1,10 +1,10 @@
-"""What a write endpoint takes: the request fields it implements, the ones it ignores (listed in
-docs/clearml-compat.md), the flags it takes only switched off; anything else is refused.
+"""The request fields each write endpoint takes; anything else is refused, never ignored.
 
-The rule (docs/server.md): a field that would change what is written and that the server does
-not implement is refused with 400/12 naming the field and the endpoint, before anything is
-written; fields that only change presentation, or metadata the server may safely ignore, are
-declared in ``ignored``. ``registry.endpoint(..., accepts=...)`` checks every call against the
+The rule (docs/server.md): a field that would change what is written and that the server
+does not implement is refused with 400/12 naming the field and the endpoint, before anything
+is written; fields that only change presentation, or metadata the server may safely ignore,
+are declared in ``ignored`` (and listed in docs/clearml-compat.md); some flags are taken only
+switched off. ``registry.endpoint(..., accepts=...)`` checks every call against the
 declaration (the REST API and the web console alike), so a handler only sees what it knows.
 """
 

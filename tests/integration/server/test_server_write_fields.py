@@ -1,5 +1,7 @@
-"""Write endpoints refuse what they do not understand: an unknown field is 400/12 naming it and
-the endpoint, and nothing is written; the same body without it is taken (docs/clearml-compat.md)."""
+"""Write endpoints refuse the fields they do not understand, and write nothing then.
+
+An unknown field is 400/12 naming it and the endpoint, no row changes, and the same body
+without it is taken (docs/clearml-compat.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Every field the clearml SDK's request classes can send to a write endpoint is declared by that
-endpoint: implemented, ignored as presentation or metadata, or taken only switched off."""
+"""Every field the clearml SDK can send a write endpoint is declared by that endpoint.
+
+Declared: implemented, ignored as presentation or metadata, or taken only switched off."""
 
 from __future__ import annotations
 
