@@ -36,6 +36,14 @@ LIST_FIELDS = ("tags", "system_tags")
 # Fields a client may always edit, whatever the task status.
 FREE_FIELDS = frozenset({"name", "comment", "tags", "system_tags", "project", "runtime"})
 EDITABLE = (*STRING_FIELDS[:4], *LIST_FIELDS, "type", *MERGED_ON_EDIT, *REPLACED_ON_EDIT)
+# Stored as sent (an object): ``input`` is ClearML's legacy input view, sent by the SDK's
+# Task.import_task with the rest of an exported task.
+OPAQUE_OBJECTS = ("script", "execution", "output", "runtime", "input")
+# Every task field ``check_fields`` reads: what tasks.create and tasks.edit take.
+TASK_FIELDS = frozenset(
+    {*STRING_FIELDS[:4], *LIST_FIELDS, "type", *OPAQUE_OBJECTS, "container", "models"}
+    | {"hyperparams", "configuration", "output_dest"}
+)
 
 
 def normalize_task(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +115,8 @@ def _check_sections(name: str, value: Any, nested: bool) -> dict[str, Any]:
 
 
 def check_fields(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The editable task fields present in ``body``, type-checked; unknown fields ignored."""
+    """The task fields (``TASK_FIELDS``) present in ``body``, type-checked; the endpoints
+    that call it refuse any other field first (``accepts``)."""
     out: dict[str, Any] = {}
     for name in STRING_FIELDS[:4]:
         if body.get(name) is not None:
@@ -126,7 +135,7 @@ def check_fields(body: Mapping[str, Any]) -> dict[str, Any]:
                 f"field 'type' must be one of {', '.join(sorted(TASK_TYPES))}, got {body['type']!r}"
             )
         out["type"] = body["type"]
-    for name in ("script", "execution", "output", "runtime"):
+    for name in OPAQUE_OBJECTS:
         if body.get(name) is not None:
             out[name] = _check_object(name, body[name])
     if body.get("container") is not None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.server.accepts import Accepts, accepts, check
 from agent.server.errors import bad_request
 from agent.server.fields import INT64, opt_bool, opt_int, opt_list, opt_str, req_str
 from agent.server.registry import Call, endpoint
@@ -27,6 +28,27 @@ DEFAULT_BATCH = 500
 MAX_BATCH = 10_000
 MAX_SAMPLES = 5000
 _TRANSPORT_KEYS = frozenset({"method"})  # the SDK's request plumbing, not part of the event
+# The fields of each event type ClearML defines, all stored as sent. Besides them an event
+# (an ``events.add`` request) may carry ``allow_locked`` (ignored: events are never refused
+# for a task's status here) and ``model_event`` (the SDK sends false in every event; a model's
+# events are not stored). ``skip_validation``: plots are never validated here.
+_BASE = "task type timestamp iter metric variant"
+_NOT_STORED = _TRANSPORT_KEYS | {"model_event", "allow_locked"}
+_TYPES = {
+    LOG: "level msg worker",
+    SCALAR: "value",
+    "training_stats_vector": "values",
+    "training_debug_image": "key url",
+    PLOT: "plot_str skip_validation",
+}
+EVENT_FIELDS: dict[str, Accepts] = {
+    kind: accepts(
+        f"{_BASE} {fields}",
+        ignored="allow_locked",
+        off_only={"model_event": "model events are not supported by this server"},
+    )
+    for kind, fields in _TYPES.items()
+}
 
 
 def _now_ms() -> int:
@@ -45,14 +67,21 @@ def _number(event: Mapping[str, Any], key: str, index: int, kind: type) -> Any:
     return number
 
 
-def _check_event(event: Any, index: int) -> dict[str, Any]:
+def _check_event(event: Any, index: int, endpoint: str) -> dict[str, Any]:
     """A stored event: typed and with its timestamp in ms; raises 400 naming the event."""
     if not isinstance(event, dict):
         raise bad_request(f"event {index}: must be an object")
     for key in ("task", "type"):
         if not isinstance(event.get(key), str) or not event[key]:
             raise bad_request(f"event {index}: field '{key}' is required and must be a string")
-    out = {k: v for k, v in event.items() if k not in _TRANSPORT_KEYS}
+    spec = EVENT_FIELDS.get(event["type"])
+    if spec is None:
+        raise bad_request(
+            f"event {index}: field 'type' {event['type'][:80]!r} is not an event type "
+            f"({', '.join(sorted(EVENT_FIELDS))})"
+        )
+    check(f"{endpoint} ({event['type']} event {index})", event, spec)
+    out = {k: v for k, v in event.items() if k not in _NOT_STORED}
     out["timestamp"] = _number(event, "timestamp", index, int) or _now_ms()
     iteration = _number(event, "iter", index, int)
     if iteration is not None:
@@ -68,11 +97,17 @@ def _check_event(event: Any, index: int) -> dict[str, Any]:
     return out
 
 
+_BATCH_BODY = accepts("requests")
+
+
 def _batch(call: Call) -> list[Any]:
     if call.raw_lines:
         return list(call.raw_lines)
     requests = opt_list(call.body, "requests")
-    return requests if requests is not None else ([dict(call.body)] if call.body else [])
+    if requests is None:
+        return [dict(call.body)] if call.body else []
+    check(call.endpoint, call.body, _BATCH_BODY)
+    return requests
 
 
 def _update_metrics(doc: dict[str, Any], scalars: Iterable[dict[str, Any]]) -> None:
@@ -142,7 +177,7 @@ def _store(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
 
 @endpoint("events.add_batch")
 def add_batch(call: Call) -> dict[str, Any]:
-    events = [_check_event(e, i) for i, e in enumerate(_batch(call))]
+    events = [_check_event(e, i, call.endpoint) for i, e in enumerate(_batch(call))]
     if events:
         with call.store.write() as conn:
             _store(conn, events)
@@ -151,7 +186,7 @@ def add_batch(call: Call) -> dict[str, Any]:
 
 @endpoint("events.add")
 def add(call: Call) -> dict[str, Any]:
-    event = _check_event(dict(call.body), 0)
+    event = _check_event(dict(call.body), 0, call.endpoint)
     with call.store.write() as conn:
         _store(conn, [event])
     return {"added": 1}
@@ -304,7 +339,8 @@ def get_task_plots(call: Call) -> dict[str, Any]:
     return {"plots": plots, "returned": len(plots), "total": len(plots), "scroll_id": None}
 
 
-@endpoint("events.delete_for_task")
+# ``allow_locked``: events are never locked by a task's status here.
+@endpoint("events.delete_for_task", accepts=accepts("task", ignored="allow_locked"))
 def delete_for_task(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     with call.store.write() as conn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import Any
 
+from agent.server.accepts import accepts
 from agent.server.documents import project_fields
 from agent.server.errors import INVALID_MODEL_ID, bad_request
 from agent.server.fields import (
@@ -25,8 +27,12 @@ from agent.server.store import dumps, loads, new_id, now_iso
 from agent.server.taskstore import load_task, save_task
 
 _STR_FIELDS = ("uri", "name", "comment", "framework", "project", "parent", "task")
-_OBJ_FIELDS = ("design", "labels")
+_OBJ_FIELDS = ("design", "labels", "ui_cache")
 _COLUMNS = ("uri", "task", "project")
+# What ``_fields`` reads: every model endpoint that writes a model takes these.
+_MODEL_FIELDS = " ".join((*_STR_FIELDS, *_OBJ_FIELDS, "tags system_tags ready metadata created"))
+_NOT_PUBLIC = "models belong to this server's one company; there are no public ones"
+_NO_TASK_PUBLISH = "publishing a model never publishes its task here (tasks.publish does)"
 _SPECS = {
     name: ListSpec(
         name,
@@ -52,10 +58,21 @@ def _fields(body: Body) -> dict[str, Any]:
             out[key] = tags
     if body.get("ready") is not None:
         out["ready"] = opt_bool(body, "ready")
+    if body.get("created") is not None:  # models.update takes the creation time
+        out["created"] = _timestamp(body, "created")
     metadata = _metadata(body)
     if metadata is not None:
         out["metadata"] = metadata
     return out
+
+
+def _timestamp(body: Body, name: str) -> str:
+    value = opt_str(body, name)
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise bad_request(f"field '{name}' must be an ISO 8601 date-time, got {value!r}") from exc
+    return value
 
 
 def _metadata(body: Body) -> dict[str, Any] | None:
@@ -89,8 +106,8 @@ def _save(conn: sqlite3.Connection, doc: dict[str, Any], insert: bool = False) -
         )
     else:
         conn.execute(
-            "UPDATE models SET name=?, project=?, task=?, uri=?, doc=? WHERE id=?",
-            (*values, doc["id"]),
+            "UPDATE models SET name=?, project=?, task=?, uri=?, doc=?, created=? WHERE id=?",
+            (*values, doc["created"], doc["id"]),
         )
 
 
@@ -116,7 +133,7 @@ def create_model(conn: sqlite3.Connection, fields: dict[str, Any], user: str) ->
     return doc
 
 
-@endpoint("models.create")
+@endpoint("models.create", accepts=accepts(_MODEL_FIELDS, off_only={"public": _NOT_PUBLIC}))
 def create(call: Call) -> dict[str, Any]:
     fields = _fields(call.body)
     if not fields.get("name"):
@@ -163,7 +180,7 @@ def get_all(call: Call) -> dict[str, Any]:
     return {"models": [project_fields(d, query.only_fields) for d in docs]}
 
 
-@endpoint("models.edit", "models.update")
+@endpoint("models.edit", "models.update", accepts=accepts(f"model iteration {_MODEL_FIELDS}"))
 def edit(call: Call) -> dict[str, Any]:
     model_id = req_str(call.body, "model")
     fields = _fields(call.body)
@@ -179,7 +196,12 @@ def edit(call: Call) -> dict[str, Any]:
     return {"updated": 1, "fields": fields}
 
 
-@endpoint("models.set_ready")
+@endpoint(
+    "models.set_ready",
+    accepts=accepts(
+        "model", off_only={"publish_task": _NO_TASK_PUBLISH, "force_publish_task": _NO_TASK_PUBLISH}
+    ),
+)
 def set_ready(call: Call) -> dict[str, Any]:
     model_id = req_str(call.body, "model")
     with call.store.write() as conn:
@@ -189,7 +211,7 @@ def set_ready(call: Call) -> dict[str, Any]:
     return {"updated": 1, "published_task": None}
 
 
-@endpoint("models.add_or_update_metadata")
+@endpoint("models.add_or_update_metadata", accepts=accepts("model metadata replace_metadata"))
 def add_or_update_metadata(call: Call) -> dict[str, Any]:
     model_id = req_str(call.body, "model")
     metadata = _metadata(call.body) or {}
@@ -201,7 +223,8 @@ def add_or_update_metadata(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("models.delete")
+# ``force``: a model is deleted even when a task uses it (ClearML asks for force then).
+@endpoint("models.delete", accepts=accepts("model force"))
 def delete(call: Call) -> dict[str, Any]:
     model_id = req_str(call.body, "model")
     with call.store.write() as conn:
@@ -210,12 +233,18 @@ def delete(call: Call) -> dict[str, Any]:
     return {"deleted": True, "url": doc.get("uri")}
 
 
-@endpoint("models.update_for_task")
+@endpoint(
+    "models.update_for_task",
+    accepts=accepts(f"override_model_id iteration {_MODEL_FIELDS}"),
+)
 def update_for_task(call: Call) -> dict[str, Any]:
     """Create (or update) a task's output model and record it on the task."""
     task_id = req_str(call.body, "task")
     override = opt_str(call.body, "override_model_id")
     fields = {k: v for k, v in _fields(call.body).items() if k != "task"}
+    iteration = opt_int(call.body, "iteration")
+    if iteration is not None:
+        fields["last_iteration"] = iteration
     if not override and not fields.get("uri"):
         raise bad_request("one of 'uri' or 'override_model_id' is required")
     with call.store.write() as conn:
@@ -234,3 +263,13 @@ def update_for_task(call: Call) -> dict[str, Any]:
         task["models"] = {**task["models"], "output": outputs}
         save_task(conn, task)
     return {"id": doc["id"], "created": created, "updated": 0 if created else 1}
+
+
+def publish_outputs(conn: sqlite3.Connection, task: dict[str, Any]) -> None:
+    """Publish (``ready``) a task's output models, as publishing the task does on ClearML."""
+    for item in task["models"]["output"]:
+        row = conn.execute("SELECT doc FROM models WHERE id=?", (item.get("model"),)).fetchone()
+        if row is not None:
+            doc = dict(loads(row[0]))
+            doc["ready"] = True
+            _save(conn, doc)

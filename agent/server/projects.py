@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from agent.server.accepts import accepts
 from agent.server.documents import project_fields
 from agent.server.errors import INVALID_PROJECT_ID, PROJECT_EXISTS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_str, opt_str_list, req_str
@@ -14,6 +15,7 @@ from agent.server.state import COMPANY_ID
 from agent.server.store import dumps, loads, new_id, now_iso
 
 _EDITABLE_STR = ("description", "default_output_destination")
+_PROJECT_FIELDS = "name description default_output_destination tags system_tags"
 _REGEX_META = frozenset(".^$*+?{}[]|()")
 # Presentation only: they add statistics to each project, never change which are returned.
 _STATS_FLAGS = frozenset(
@@ -92,7 +94,7 @@ def _fields(call: Call) -> dict[str, Any]:
     return out
 
 
-@endpoint("projects.create")
+@endpoint("projects.create", accepts=accepts(_PROJECT_FIELDS))
 def create(call: Call) -> dict[str, Any]:
     name = req_str(call.body, "name")
     fields = _fields(call)
@@ -149,7 +151,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
     return {"project": load_project(call.store.conn(), project_id)}
 
 
-@endpoint("projects.update")
+@endpoint("projects.update", accepts=accepts(f"project {_PROJECT_FIELDS}"))
 def update(call: Call) -> dict[str, Any]:
     project_id = req_str(call.body, "project")
     fields = _fields(call)

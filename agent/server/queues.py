@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.server import queue_ops
+from agent.server.accepts import accepts
 from agent.server.documents import project_fields
 from agent.server.errors import QUEUE_NOT_EMPTY, ApiError, bad_request
 from agent.server.fields import (
@@ -28,6 +29,8 @@ from agent.server.store import loads
 from agent.server.taskstore import find_task, save_task, set_status
 
 _SPEC = ListSpec("queues.get_all", handled=frozenset({"max_task_entries"}))
+_MOVE = accepts("queue task count")
+_MOVE_END = accepts("queue task")
 
 
 @endpoint("queues.get_all")
@@ -63,7 +66,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
         return {"queue": queue_ops.with_entries(conn, queue_ops.load_queue(conn, queue_id))}
 
 
-@endpoint("queues.create")
+@endpoint("queues.create", accepts=accepts("name tags system_tags"))
 def create(call: Call) -> dict[str, Any]:
     name = req_str(call.body, "name")
     tags = opt_str_list(call.body, "tags")
@@ -73,7 +76,7 @@ def create(call: Call) -> dict[str, Any]:
     return {"id": doc["id"]}
 
 
-@endpoint("queues.update")
+@endpoint("queues.update", accepts=accepts("queue name tags system_tags"))
 def update(call: Call) -> dict[str, Any]:
     queue_id = req_str(call.body, "queue")
     changes: dict[str, Any] = {}
@@ -145,7 +148,7 @@ def _with_entries(call: Call, queue_ids: list[str]) -> list[str]:
         return [q for q in queue_ids if queue_ops.count(conn, q)]
 
 
-@endpoint("queues.remove_task")
+@endpoint("queues.remove_task", accepts=accepts("queue task"))
 def remove_task(call: Call) -> dict[str, Any]:
     queue_id = req_str(call.body, "queue")
     task_id = req_str(call.body, "task")
@@ -174,22 +177,22 @@ def _move(call: Call, where: str) -> dict[str, Any]:
     return {"position": position}
 
 
-@endpoint("queues.move_task_to_front")
+@endpoint("queues.move_task_to_front", accepts=_MOVE_END)
 def move_task_to_front(call: Call) -> dict[str, Any]:
     return _move(call, "front")
 
 
-@endpoint("queues.move_task_to_back")
+@endpoint("queues.move_task_to_back", accepts=_MOVE_END)
 def move_task_to_back(call: Call) -> dict[str, Any]:
     return _move(call, "back")
 
 
-@endpoint("queues.move_task_forward")
+@endpoint("queues.move_task_forward", accepts=_MOVE)
 def move_task_forward(call: Call) -> dict[str, Any]:
     return _move(call, "forward")
 
 
-@endpoint("queues.move_task_backward")
+@endpoint("queues.move_task_backward", accepts=_MOVE)
 def move_task_backward(call: Call) -> dict[str, Any]:
     return _move(call, "backward")
 
@@ -202,7 +205,7 @@ def get_num_entries(call: Call) -> dict[str, Any]:
         return {"num": queue_ops.count(conn, queue_id)}
 
 
-@endpoint("queues.delete")
+@endpoint("queues.delete", accepts=accepts("queue force"))
 def delete(call: Call) -> dict[str, Any]:
     queue_id = req_str(call.body, "queue")
     force = opt_bool(call.body, "force")

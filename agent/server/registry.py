@@ -11,10 +11,12 @@ spends its time awaiting, never blocking (its reads must be as short as an inlin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.server.accepts import Accepts, check
 from agent.server.state import ServerState
 from agent.server.store import Store
 
@@ -55,22 +57,36 @@ class Endpoint:
     public: bool
     inline: bool
     waiting: WaitingHandler | None = None  # set: ``handler`` is unused, this is awaited
+    accepts: Accepts | None = None  # a write endpoint's fields (accepts.py); checked first
 
 
 _ENDPOINTS: dict[str, Endpoint] = {}
 
 
 def endpoint(
-    *names: str, public: bool = False, inline: bool = False
+    *names: str, public: bool = False, inline: bool = False, accepts: Accepts | None = None
 ) -> Callable[[Handler], Handler]:
+    """Register ``handler`` under ``names``; with ``accepts``, a request with a field it does
+    not take is refused (400/12 naming it) before the handler runs."""
+
     def register(handler: Handler) -> Handler:
+        run = handler if accepts is None else _checked(handler, accepts)
         for name in names:
             if name in _ENDPOINTS:
                 raise ValueError(f"endpoint {name} registered twice")
-            _ENDPOINTS[name] = Endpoint(name, handler, public, inline)
+            _ENDPOINTS[name] = Endpoint(name, run, public, inline, accepts=accepts)
         return handler
 
     return register
+
+
+def _checked(handler: Handler, spec: Accepts) -> Handler:
+    @functools.wraps(handler)
+    def run(call: Call) -> dict[str, Any]:
+        check(call.endpoint, call.body, spec)
+        return handler(call)
+
+    return run
 
 
 def waiting_endpoint(name: str) -> Callable[[WaitingHandler], WaitingHandler]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.server.accepts import accepts
 from agent.server.errors import INVALID_MODEL_ID, INVALID_TASK_STATUS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_int, opt_list, opt_str, opt_str_list, req_str
 from agent.server.lifecycle import CREATED, IMMUTABLE, IN_PROGRESS
@@ -11,6 +12,8 @@ from agent.server.registry import Call, endpoint
 from agent.server.taskstore import load_task, save_task
 
 _REPLACE_MODES = ("none", "section", "all")
+# Artifacts may change in every status here, so ``force`` changes nothing.
+_ARTIFACTS = accepts("task artifacts", ignored="force")
 
 
 def _check_editable(doc: dict[str, Any], force: bool, what: str) -> None:
@@ -54,7 +57,7 @@ def get_hyper_params(call: Call) -> dict[str, Any]:
     return {"params": params}
 
 
-@endpoint("tasks.edit_hyper_params")
+@endpoint("tasks.edit_hyper_params", accepts=accepts("task hyperparams replace_hyperparams force"))
 def edit_hyper_params(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     items = _items(call, "hyperparams", ("section", "name"))
@@ -75,7 +78,7 @@ def edit_hyper_params(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("tasks.delete_hyper_params")
+@endpoint("tasks.delete_hyper_params", accepts=accepts("task hyperparams force"))
 def delete_hyper_params(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     keys = _items(call, "hyperparams", ("section",))
@@ -120,7 +123,9 @@ def get_configuration_names(call: Call) -> dict[str, Any]:
     }
 
 
-@endpoint("tasks.edit_configuration")
+@endpoint(
+    "tasks.edit_configuration", accepts=accepts("task configuration replace_configuration force")
+)
 def edit_configuration(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     items = _items(call, "configuration", ("name",))
@@ -136,7 +141,7 @@ def edit_configuration(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("tasks.add_or_update_model")
+@endpoint("tasks.add_or_update_model", accepts=accepts("task name model type iteration"))
 def add_or_update_model(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     name = req_str(call.body, "name")
@@ -158,7 +163,7 @@ def add_or_update_model(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("tasks.delete_models")
+@endpoint("tasks.delete_models", accepts=accepts("task models"))
 def delete_models(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     keys = _items(call, "models", ("name", "type"))
@@ -173,7 +178,7 @@ def delete_models(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("tasks.add_or_update_artifacts")
+@endpoint("tasks.add_or_update_artifacts", accepts=_ARTIFACTS)
 def add_or_update_artifacts(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     artifacts = _items(call, "artifacts", ("key", "type"))
@@ -187,7 +192,7 @@ def add_or_update_artifacts(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
-@endpoint("tasks.delete_artifacts")
+@endpoint("tasks.delete_artifacts", accepts=_ARTIFACTS)
 def delete_artifacts(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     keys = _items(call, "artifacts", ("key",))

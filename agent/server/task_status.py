@@ -11,9 +11,11 @@ import time
 from typing import Any
 
 from agent.server import lifecycle, queue_ops
+from agent.server.accepts import accepts
 from agent.server.errors import INVALID_TASK_STATUS, TASK_ALREADY_QUEUED, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_str, req_str
 from agent.server.lifecycle import CREATED, IN_PROGRESS, PUBLISHED, QUEUED, STOPPED
+from agent.server.models import publish_outputs
 from agent.server.registry import Call, endpoint
 from agent.server.state import ServerConfig
 from agent.server.taskstore import load_task, save_task, set_status
@@ -21,6 +23,8 @@ from agent.server.workers import effective_timeout
 
 STOPPING = "stopping"
 _STATUS_FIELDS = ("status", "status_reason", "status_message", "status_changed")
+_CHANGE = "task force status_reason status_message"
+_KEPT = "this server keeps a reset task's output models and artifact files"
 
 
 def _fields(doc: dict[str, Any], *extra: str) -> dict[str, Any]:
@@ -38,6 +42,8 @@ def _change(call: Call, action: str, force: bool | None = None) -> dict[str, Any
         target = lifecycle.check(action, doc["status"], force)
         if action == "completed" and opt_bool(call.body, "publish"):
             target = PUBLISHED
+        if target == PUBLISHED and opt_bool(call.body, "publish_model", True):
+            publish_outputs(conn, doc)  # ClearML's default: the output models with the task
         if action == "started":
             reason, message = _start_keeps_stop(conn, doc, reason, message)
         queue_ops.remove(conn, task_id)
@@ -83,37 +89,42 @@ def _registered(conn: sqlite3.Connection, worker: str) -> bool:
     return bool(worker) and found is not None
 
 
-@endpoint("tasks.started", inline=True)
+@endpoint("tasks.started", inline=True, accepts=accepts(_CHANGE))
 def started(call: Call) -> dict[str, Any]:
     return {**_change(call, "started"), "started": 1}
 
 
-@endpoint("tasks.completed", inline=True)
+@endpoint("tasks.completed", inline=True, accepts=accepts(f"{_CHANGE} publish"))
 def completed(call: Call) -> dict[str, Any]:
     return _change(call, "completed")
 
 
-@endpoint("tasks.stopped", inline=True)
+@endpoint("tasks.stopped", inline=True, accepts=accepts(_CHANGE))
 def stopped(call: Call) -> dict[str, Any]:
     return _change(call, "stopped")
 
 
-@endpoint("tasks.failed", inline=True)
+@endpoint("tasks.failed", inline=True, accepts=accepts(_CHANGE))
 def failed(call: Call) -> dict[str, Any]:
     return _change(call, "failed")
 
 
-@endpoint("tasks.publish")
+@endpoint("tasks.publish", accepts=accepts(f"{_CHANGE} publish_model"))
 def publish(call: Call) -> dict[str, Any]:
     return {**_change(call, "publish"), "committed_versions_results": []}
 
 
-@endpoint("tasks.close")
+@endpoint("tasks.close", accepts=accepts(_CHANGE))
 def close(call: Call) -> dict[str, Any]:
     return _change(call, "close")
 
 
-@endpoint("tasks.enqueue", inline=True)
+# ``verify_watched_queue``: the answer always says whether a worker watches the queue.
+@endpoint(
+    "tasks.enqueue",
+    inline=True,
+    accepts=accepts("task queue queue_name status_reason status_message verify_watched_queue"),
+)
 def enqueue(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     queue_id = opt_str(call.body, "queue")
@@ -149,7 +160,11 @@ def _queue_watched(conn: sqlite3.Connection, queue_id: str) -> bool:
     return row is not None
 
 
-@endpoint("tasks.dequeue", inline=True)
+@endpoint(
+    "tasks.dequeue",
+    inline=True,
+    accepts=accepts("task new_status status_reason status_message"),
+)
 def dequeue(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     new_status = opt_str(call.body, "new_status") or CREATED
@@ -179,7 +194,19 @@ def dequeue(call: Call) -> dict[str, Any]:
     return {"dequeued": 1, "updated": 1, "fields": _fields(doc)}
 
 
-@endpoint("tasks.reset")
+@endpoint(
+    "tasks.reset",
+    accepts=accepts(
+        _CHANGE,
+        # delete_external_artifacts: sent (true) by the SDK in every reset; ClearML deletes
+        # the files only "if configured to do so", and this server keeps them.
+        ignored="return_file_urls delete_external_artifacts",
+        off_only={
+            "clear_all": "a reset keeps the script and execution sections",
+            "delete_output_models": f"{_KEPT} (the task forgets them)",
+        },
+    ),
+)
 def reset(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     force = opt_bool(call.body, "force")
@@ -188,7 +215,9 @@ def reset(call: Call) -> dict[str, Any]:
         lifecycle.check("reset", doc["status"], force)
         removed = queue_ops.remove(conn, task_id)
         events = conn.execute("DELETE FROM events WHERE task=?", (task_id,)).rowcount
-        set_status(doc, CREATED)
+        set_status(
+            doc, CREATED, opt_str(call.body, "status_reason"), opt_str(call.body, "status_message")
+        )
         for key in ("started", "completed", "published", "last_worker_report"):
             doc.pop(key, None)
         doc.update(last_iteration=0, last_metrics={}, last_worker="")
@@ -221,7 +250,7 @@ def worker_active(conn: sqlite3.Connection, doc: dict[str, Any], config: ServerC
     return time.time() - float(row[0]) <= effective_timeout(config, float(row[1]))
 
 
-@endpoint("tasks.stop", inline=True)
+@endpoint("tasks.stop", inline=True, accepts=accepts(_CHANGE))
 def stop(call: Call) -> dict[str, Any]:
     """Ask for a stop: a task a worker is running gets status_message "stopping" (the worker
     stops it and reports ``stopped``); a task nobody runs is stopped right away."""

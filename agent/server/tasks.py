@@ -7,8 +7,10 @@ import sqlite3
 from typing import Any
 
 from agent.server import queue_ops
+from agent.server.accepts import accepts
 from agent.server.documents import (
     FREE_FIELDS,
+    TASK_FIELDS,
     TASK_TYPES,
     apply_edit,
     check_fields,
@@ -16,7 +18,7 @@ from agent.server.documents import (
     normalize_task,
     project_fields,
 )
-from agent.server.errors import INVALID_TASK_STATUS, ApiError, bad_request
+from agent.server.errors import INVALID_MODEL_ID, INVALID_TASK_STATUS, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_dict, opt_list, opt_str, opt_str_list, req_str
 from agent.server.filters import parse_time_bounds
 from agent.server.lifecycle import IMMUTABLE, IN_PROGRESS
@@ -42,6 +44,16 @@ _SPECS = {
     for name in ("tasks.get_all", "tasks.get_all_ex")
 }
 _DEVELOPMENT_TAG = "development"
+_TASK_FIELDS = " ".join(sorted(TASK_FIELDS))
+_CLONE_FIELDS = (
+    "task new_task_name new_task_comment new_task_project new_task_parent new_task_tags "
+    "new_task_system_tags new_task_hyperparams new_task_configuration new_task_container "
+    "new_task_input_models execution_overrides new_project_name validate_references"
+)
+_NOT_DELETED = "this server deletes the task document and its events only"
+# The SDK sends it (true) in every tasks.delete / tasks.reset; ClearML deletes the files only
+# "if configured to do so", and this server is not: artifact files are kept.
+_NOT_CONFIGURED = "delete_external_artifacts"
 
 
 def _check_project(conn: sqlite3.Connection, fields: dict[str, Any]) -> None:
@@ -66,7 +78,7 @@ def new_task_doc(fields: dict[str, Any], user: str) -> dict[str, Any]:
     return normalize_task(doc)
 
 
-@endpoint("tasks.create", inline=True)
+@endpoint("tasks.create", inline=True, accepts=accepts(_TASK_FIELDS))
 def create(call: Call) -> dict[str, Any]:
     name = req_str(call.body, "name")
     fields = check_fields(call.body)
@@ -137,7 +149,7 @@ def get_all(call: Call) -> dict[str, Any]:
     return {"tasks": _select_tasks(call)}
 
 
-@endpoint("tasks.edit", inline=True)
+@endpoint("tasks.edit", inline=True, accepts=accepts(f"task force {_TASK_FIELDS}"))
 def edit(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     force = opt_bool(call.body, "force")
@@ -193,13 +205,27 @@ def _clone_fields(call: Call, source: dict[str, Any]) -> dict[str, Any]:
     return check_fields(fields)
 
 
-@endpoint("tasks.clone")
+def _check_references(conn: sqlite3.Connection, fields: dict[str, Any]) -> None:
+    """``validate_references``: the clone's parent task and input models must exist."""
+    load_task(conn, fields["parent"])
+    for item in fields["models"]["input"]:
+        found = conn.execute("SELECT 1 FROM models WHERE id=?", (item["model"],)).fetchone()
+        if found is None:
+            raise bad_request(
+                f"invalid model id: input model {item['name']!r} is no model ({item['model']!r})",
+                INVALID_MODEL_ID,
+            )
+
+
+@endpoint("tasks.clone", accepts=accepts(_CLONE_FIELDS))
 def clone(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     new_project_name = opt_str(call.body, "new_project_name")
     with call.store.write() as conn:
         source = load_task(conn, task_id)
         fields = _clone_fields(call, source)
+        if opt_bool(call.body, "validate_references"):
+            _check_references(conn, fields)
         out: dict[str, Any] = {}
         if new_project_name:
             row = conn.execute("SELECT id FROM projects WHERE name=?", (new_project_name,))
@@ -215,7 +241,17 @@ def clone(call: Call) -> dict[str, Any]:
     return {"id": doc["id"], **out}
 
 
-@endpoint("tasks.delete")
+@endpoint(
+    "tasks.delete",
+    accepts=accepts(
+        "task force",
+        ignored=f"return_file_urls status_reason status_message {_NOT_CONFIGURED}",
+        off_only={
+            "delete_output_models": f"{_NOT_DELETED} (models.delete deletes a model)",
+            "move_to_trash": "there is no trash: a deleted task is gone",
+        },
+    ),
+)
 def delete(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     force = opt_bool(call.body, "force")
@@ -231,7 +267,7 @@ def delete(call: Call) -> dict[str, Any]:
     return {"deleted": True, "events": {"deleted": events}, "updated_children": 0}
 
 
-@endpoint("tasks.set_requirements", inline=True)
+@endpoint("tasks.set_requirements", inline=True, accepts=accepts("task requirements"))
 def set_requirements(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     requirements = opt_dict(call.body, "requirements")
@@ -247,7 +283,7 @@ def set_requirements(call: Call) -> dict[str, Any]:
     return {"updated": 1, "fields": {"script.requirements": requirements}}
 
 
-@endpoint("tasks.ping", inline=True)
+@endpoint("tasks.ping", inline=True, accepts=accepts("task"))
 def ping(call: Call) -> dict[str, Any]:
     task_id = req_str(call.body, "task")
     with call.store.write() as conn:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.server import claims
+from agent.server.accepts import accepts
 from agent.server.errors import bad_request
 from agent.server.fields import opt_dict, opt_float, opt_int, opt_str, opt_str_list, req_str
 from agent.server.filters import tags_match
@@ -75,7 +76,9 @@ def _upsert(conn: sqlite3.Connection, call: Call, timeout: float | None) -> dict
     return doc
 
 
-@endpoint("workers.register", inline=True)
+@endpoint(
+    "workers.register", inline=True, accepts=accepts("worker queues tags system_tags timeout")
+)
 def register(call: Call) -> dict[str, Any]:
     """Announce a worker; a new process under a known id gives back what the old one popped
     and never started (claims.py)."""
@@ -86,7 +89,16 @@ def register(call: Call) -> dict[str, Any]:
     return {}
 
 
-@endpoint("workers.status_report", inline=True)
+# Ignored: ``timestamp`` (the server stamps a report with its own clock), ``is_daemon``
+# (clearml-agent's label of a daemon's own reports).
+@endpoint(
+    "workers.status_report",
+    inline=True,
+    accepts=accepts(
+        "worker task queue queues machine_stats tags system_tags timeout",
+        ignored="timestamp is_daemon",
+    ),
+)
 def status_report(call: Call) -> dict[str, Any]:
     """Refresh the worker (registering it if unknown) and the task it runs."""
     task_id = opt_str(call.body, "task")
@@ -121,7 +133,8 @@ def _may_claim(conn: sqlite3.Connection, task: dict[str, Any], worker_id: str) -
     return found.fetchone() is None
 
 
-@endpoint("workers.unregister", inline=True)
+# ``queues``: clearml-agent sends its queues when it unregisters; the worker goes, with them.
+@endpoint("workers.unregister", inline=True, accepts=accepts("worker", ignored="queues"))
 def unregister(call: Call) -> dict[str, Any]:
     worker_id = req_str(call.body, "worker")
     with call.store.write() as conn:

@@ -71,6 +71,8 @@ def _declared(module: Any) -> dict[str, str]:
 
 
 def _endpoint_fields() -> dict[str, dict[str, str]]:
+    """The fields each endpoint's module reads; a write endpoint's are those it declares
+    (``accepts``: anything else is refused before its handler runs)."""
     modules: dict[str, dict[str, str]] = {}
     out = {}
     for name, endpoint in registry.endpoints().items():
@@ -79,7 +81,10 @@ def _endpoint_fields() -> dict[str, dict[str, str]]:
         assert module is not None
         if module.__name__ not in modules:
             modules[module.__name__] = _declared(module)
-        out[name] = modules[module.__name__]
+        read = modules[module.__name__]
+        if endpoint.accepts is not None:
+            read = {f: read.get(f, "any") for f in endpoint.accepts.known() - {"method"}}
+        out[name] = read
     return out
 
 
@@ -138,10 +143,12 @@ def _requests(draw: st.DrawFn, ids: list[str]) -> tuple[str, bytes | dict[str, A
         return name, draw(st.binary(max_size=200))
     fields = FIELDS[name]
     chosen = draw(st.lists(st.sampled_from(sorted(fields)), unique=True)) if fields else []
-    chosen += draw(st.lists(st.sampled_from(sorted(EVERY_FIELD)), max_size=2))
     kinds = {**EVERY_FIELD, **fields}
     body = {field: draw(_value(kinds[field], ids)) for field in chosen}
-    body.update(draw(st.dictionaries(st.text(max_size=8), _json(), max_size=2)))
+    if draw(st.integers(0, 3)) == 0:  # a field it does not take: refused (writes) or ignored
+        extra = draw(st.lists(st.sampled_from(sorted(EVERY_FIELD)), max_size=2))
+        body.update({field: draw(_value(EVERY_FIELD[field], ids)) for field in extra})
+        body.update(draw(st.dictionaries(st.text(max_size=8), _json(), max_size=2)))
     if name == "queues.wait_for_entries":
         body["timeout"] = 0  # a long poll answers at once: the fuzz must not wait
     return name, body
@@ -227,6 +234,8 @@ def _fuzz(live: Live, examples: int) -> None:
 
 def test_fields_are_found_for_the_endpoints_that_read_them() -> None:
     assert FIELDS["tasks.enqueue"]["task"] == "str"
+    assert "verify_watched_queue" in FIELDS["tasks.enqueue"]  # declared, not read
+    assert "bogus" not in FIELDS["tasks.create"]
     assert FIELDS["events.debug_images"]["iters"] == "int"
     assert FIELDS["tasks.clone"]["new_task_project"] == "str"
     assert EVERY_FIELD["only_fields"] == "str_list"
