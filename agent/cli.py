@@ -17,6 +17,7 @@ from agent import __version__
 from agent.cli_support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
 from agent.commands import COMMANDS
 from agent.connect import ConnectError
+from agent.services import DEFAULT_SERVICES_CAP
 
 
 @click.group()
@@ -111,6 +112,17 @@ def docker_flags(docker_image: str | None) -> dict[str, Any]:
 @click.option("--gpus", default=None, help="none | all | 0,1")
 @click.option("--api-host", default=None, help="Server URL; empty: embedded control plane.")
 @click.option("--worker-id", default=None)
+@click.option(
+    "--services-mode",
+    type=int,
+    is_flag=False,
+    flag_value=DEFAULT_SERVICES_CAP,
+    default=None,
+    metavar="[N]",
+    help=f"Host up to N controller tasks at once, no GPUs (alone: {DEFAULT_SERVICES_CAP}).",
+)
+@click.option("--create-queue", is_flag=True, default=None, help="Create missing queues.")
+@click.option("--log-level", default=None, help="debug | info | warning | error")
 @docker_option
 @click.pass_context
 def daemon(
@@ -122,6 +134,9 @@ def daemon(
     gpus: str | None,
     api_host: str | None,
     worker_id: str | None,
+    services_mode: int | None,
+    create_queue: bool | None,
+    log_level: str | None,
     docker_image: str | None,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
@@ -137,6 +152,9 @@ def daemon(
         gpus=gpus,
         api_host=api_host,
         worker_id=worker_id,
+        services_mode=services_mode,
+        create_queue=create_queue,
+        log_level=log_level,
         **docker_flags(docker_image),
     )
     try:

@@ -355,7 +355,16 @@ class Daemon:
     async def _resolve_queues(self) -> list[str]:
         if not self.settings.queues:
             return [await self.api.default_queue_id()]
-        return [await self.api.queue_id(name) for name in self.settings.queues]
+        return [await self._queue_id(name) for name in self.settings.queues]
+
+    async def _queue_id(self, name: str) -> str:
+        try:
+            return await self.api.queue_id(name)
+        except NotFoundError:
+            if not self.settings.create_queue:
+                raise
+        log.info("queue created", queue=name)
+        return await self.api.create_queue(name)
 
     async def _register(self) -> None:
         for slot in self.slots:
@@ -394,7 +403,7 @@ class Daemon:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            for slot in self.slots:
+            for slot in list(self.slots):  # services mode adds and retires slots
                 await self._report(slot, slot.task_id)
                 if slot.task_id is not None:
                     with contextlib.suppress(ApiError):

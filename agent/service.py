@@ -14,7 +14,7 @@ import structlog
 
 from agent.api.client import ApiClient
 from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
-from agent.daemon import Daemon, ExitCode, Slot
+from agent.daemon import ExitCode, Slot
 from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.models import ModelCache
 from agent.pipeline.plan import HostFacts, ServerAccess
@@ -22,6 +22,7 @@ from agent.pipeline.report import Outcome
 from agent.pipeline.run import TaskContext, run_task
 from agent.pipeline.sandbox import HostRuntime, Runtime
 from agent.server.embedded import EmbeddedServer
+from agent.services import make_daemon
 from agent.settings import Settings
 from agent.supervise.logs import deliver_leftover_spools
 from agent.supervise.metrics import gpu_count
@@ -118,7 +119,7 @@ async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
         async def runner(slot: Slot, task_id: str, shutdown: asyncio.Event) -> Outcome:
             return await run_task(ctx, task_id, slot.worker_id, slot.gpus, shutdown)
 
-        daemon = Daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
+        daemon = make_daemon(settings, c.api, runner, gpu_count=ctx.host.gpu_count)
         daemon.install_signal_handlers()
         try:
             return await daemon.run()
