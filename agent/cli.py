@@ -15,6 +15,7 @@ import click
 
 from agent import __version__
 from agent.cli_support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
+from agent.clone import clone
 from agent.commands import COMMANDS
 from agent.connect import ConnectError
 from agent.services import DEFAULT_SERVICES_CAP
@@ -215,5 +216,5 @@ def show_config(ctx: click.Context) -> None:
     click.echo(json.dumps(settings.masked(), indent=2, default=str))
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, clone):
     main.add_command(_command)

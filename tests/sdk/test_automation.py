@@ -15,8 +15,9 @@ BASE = """
 from clearml import Task
 task = Task.init(project_name="sdk/automation", task_name="base")
 params = task.connect({"lr": 0.1, "epochs": 3})
+lr = float(params["lr"])
 for i in range(int(params["epochs"])):
-    task.get_logger().report_scalar("loss", "train", value=float(params["lr"]) * (i + 1), iteration=i)
+    task.get_logger().report_scalar("loss", "train", value=lr * (i + 1), iteration=i)
 print(f"trained with lr {params['lr']}")
 task.close()
 emit(task.id)
