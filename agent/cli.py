@@ -19,6 +19,7 @@ from agent.clone import clone
 from agent.commands import COMMANDS
 from agent.connect import ConnectError
 from agent.services import DEFAULT_SERVICES_CAP
+from agent.settings import Settings
 
 
 @click.group()
@@ -124,6 +125,8 @@ def docker_flags(docker_image: str | None) -> dict[str, Any]:
 )
 @click.option("--create-queue", is_flag=True, default=None, help="Create missing queues.")
 @click.option("--log-level", default=None, help="debug | info | warning | error")
+@click.option("--detached", is_flag=True, help="Run in the background (log: data_dir/run/).")
+@click.option("--stop", "stop_it", is_flag=True, help="Stop this worker id's background agent.")
 @docker_option
 @click.pass_context
 def daemon(
@@ -138,6 +141,8 @@ def daemon(
     services_mode: int | None,
     create_queue: bool | None,
     log_level: str | None,
+    detached: bool,
+    stop_it: bool,
     docker_image: str | None,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
@@ -158,12 +163,30 @@ def daemon(
         log_level=log_level,
         **docker_flags(docker_image),
     )
+    if detached or stop_it:
+        background(settings, stop_it)
     try:
         with control_plane(settings) as server_access:
             code = run(lambda: run_daemon(settings, server_access))
     except (ConnectError, SandboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(int(code))
+
+
+def background(settings: Settings, stop_it: bool) -> None:
+    """``--detached`` / ``--stop``: start or stop this worker id's background agent, exit."""
+    from agent import detach
+
+    try:
+        if stop_it:
+            click.echo(f"stopped the agent (pid {detach.stop(settings)})")
+        else:
+            pid, log = detach.spawn(settings, sys.argv)
+            click.echo(f"agent running in the background: pid {pid}, log {log}")
+    except detach.DetachError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(0)
 
 
 @main.command()
