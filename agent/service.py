@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import structlog
 
 from agent.api.client import ApiClient
-from agent.connect import remove_embedded_state, resolve_access, write_embedded_state
+from agent.connect import (
+    remove_embedded_state,
+    resolve_access,
+    running_embedded,
+    write_embedded_state,
+)
 from agent.daemon import ExitCode, Slot
 from agent.pipeline.environment import VenvEnvironment
 from agent.pipeline.models import ModelCache
@@ -44,6 +49,11 @@ def control_plane(settings: Settings) -> Iterator[ServerAccess]:
     """The configured server, or the embedded one started here for the duration."""
     if not settings.embedded:
         yield resolve_access(settings)
+        return
+    joined = running_embedded(settings)
+    if joined is not None:
+        log.info("joining the embedded control plane running here", url=joined.api_host)
+        yield joined
         return
     db_path = settings.data_dir / "server.db"
     server = EmbeddedServer(db_path, port=settings.embedded_port)

@@ -69,7 +69,7 @@ class Settings:
     # The embedded control plane (used when api_host is empty): its port; 0 picks a free one.
     embedded_port: int = 8008
     # --- worker --------------------------------------------------------------------------
-    worker_id: str = ""  # empty: "<hostname>:conveyor"
+    worker_id: str = ""  # empty: "<hostname>:conveyor" (":conveyor-services" in services mode)
     queues: tuple[str, ...] = ()  # empty: the server's default queue
     order_fairness: bool = False  # round-robin across queues instead of strict priority
     slots: int = 1  # tasks run concurrently
@@ -123,7 +123,10 @@ class Settings:
 
     @property
     def effective_worker_id(self) -> str:
-        return self.worker_id or f"{socket.gethostname()}:conveyor"
+        if self.worker_id:
+            return self.worker_id
+        role = "conveyor-services" if self.services_mode else "conveyor"
+        return f"{socket.gethostname()}:{role}"
 
     @property
     def work_root(self) -> Path:

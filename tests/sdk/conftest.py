@@ -27,6 +27,9 @@ class Plane:
 def _start(server: EmbeddedServer, root: Path, cache: Path, queue: str, *flags: str) -> Agent:
     env = agent_env(server, root / queue, cache, queue)
     env["CONVEYOR_POLL_WAIT"] = "5"
+    # The API host is "configured" here (not the agent's own embedded one): name the files
+    # host, or tasks would get the SDK's guess (port 8081) and their uploads would fail.
+    env["CONVEYOR_FILES_HOST"] = server.files_host
     log_path = root / f"{queue}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

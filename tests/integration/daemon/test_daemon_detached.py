@@ -3,6 +3,8 @@ finds it by worker id and stops it; a second `--detached` of the same worker is 
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -48,3 +50,32 @@ def test_detached_that_dies_at_once_says_why(
     out = conveyor(env, "daemon", "--queue", "no-such-queue", "--detached")
     assert out.returncode == 1
     assert "exited at once" in out.stderr and "no-such-queue" in out.stderr
+
+
+def test_a_services_agent_joins_the_embedded_default(tmp_path: Path) -> None:
+    """The documented pair on one machine: `daemon --detached` starts the embedded control
+    plane; `daemon --queue services --services-mode --create-queue --detached` joins it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "CONVEYOR_"))},
+        "CONVEYOR_DATA_DIR": str(tmp_path / "data"),
+        "CONVEYOR_CACHE_DIR": str(tmp_path / "cache"),
+        "CONVEYOR_EMBEDDED_PORT": "0",
+        "CONVEYOR_CONFIG": "",
+        "CONVEYOR_LOG_FORMAT": "json",
+    }
+    host = socket.gethostname()
+    first = conveyor(env, "daemon", "--detached")
+    assert first.returncode == 0, first.stdout + first.stderr
+    try:
+        second = conveyor(
+            env, "daemon", "--queue", "services", "--services-mode", "--create-queue", "--detached"
+        )
+        assert second.returncode == 0, second.stdout + second.stderr
+        listed = conveyor(env, "ls", "workers")
+        assert (
+            f"{host}:conveyor\t" in listed.stdout and f"{host}:conveyor-services\t" in listed.stdout
+        )
+    finally:
+        conveyor(env, "daemon", "--services-mode", "--stop")
+        stopped = conveyor(env, "daemon", "--stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
