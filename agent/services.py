@@ -18,6 +18,7 @@ import structlog
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError
 from agent.daemon import Daemon, Slot, TaskRunner
+from agent.pipeline.report import Outcome
 from agent.settings import Settings
 from agent.supervise.metrics import MachineSampler
 
@@ -54,6 +55,22 @@ class ServicesDaemon(Daemon):
         self.cap = settings.services_mode
         self.base = settings.effective_worker_id
         self.slots = [Slot(0, service_worker_id(self.base, 0), ())]
+        self._claiming: Slot | None = None  # the slot a claim is in flight for: never retired
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def _claim(self, slot: Slot) -> bool:
+        self._claiming = slot
+        try:
+            return await super()._claim(slot)
+        finally:
+            self._claiming = None
+
+    def _finished(self, slot: Slot, job: asyncio.Task[Outcome]) -> None:
+        """A task ended: retire spare workers now (the serve loop may be in a long poll)."""
+        super()._finished(slot, job)
+        retire = asyncio.get_running_loop().create_task(self._retire_spare_slots())
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
 
     async def _free_slot(self) -> Slot | None:
         """An idle slot, a new one while under the cap, or (at the cap) the first to finish."""
@@ -64,25 +81,36 @@ class ServicesDaemon(Daemon):
                 return idle
             index = next_index({s.index for s in self.slots}, self.cap)
             if index is not None:
-                return await self._add_slot(index)
+                added = await self._add_slot(index)
+                if added is not None:
+                    return added
+                await self._wait(self.stopping, self.settings.heartbeat_interval)
+                continue
             waits: list[asyncio.Future[Any]] = [s.job for s in self.slots if s.job is not None]
             stop = asyncio.ensure_future(self.stopping.wait())
             await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
         return None
 
-    async def _add_slot(self, index: int) -> Slot:
+    async def _add_slot(self, index: int) -> Slot | None:
         slot = Slot(index, service_worker_id(self.base, index), ())
-        await self.api.register_worker(slot.worker_id, self.queue_ids)
+        try:
+            await self.api.register_worker(slot.worker_id, self.queue_ids)
+        except ApiError as exc:
+            log.warning("services worker not registered; retrying", worker=slot.worker_id,
+                        error=str(exc))  # fmt: skip
+            return None
         self.slots.append(slot)
         log.info("services slot added", worker=slot.worker_id, running=len(self.slots) - 1)
         return slot
 
     async def _retire_spare_slots(self) -> None:
-        """Keep one idle slot (the lowest index); unregister the other idle ones."""
+        """Keep one idle slot (the lowest index) and the one claiming; unregister the others."""
         idle = sorted((s for s in self.slots if not s.busy), key=lambda s: s.index)
-        for slot in idle[1:]:
+        spare = [s for s in idle[1:] if s is not self._claiming]
+        for slot in spare:  # off the list before any await: nothing can pick it meanwhile
             self.slots.remove(slot)
+        for slot in spare:
             try:
                 await self.api.unregister_worker(slot.worker_id)
             except ApiError as exc:
