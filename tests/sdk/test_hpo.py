@@ -41,6 +41,7 @@ optimizer = HyperParameterOptimizer(
     optimizer_class={kind}, execution_queue="default", total_max_jobs={jobs},
     pool_period_min=0.02, save_top_k_tasks_only=None,
 )
+optimizer.set_report_period(0.05)  # the reporter sleeps this long before stop() returns
 optimizer.start()
 optimizer.wait()
 top = optimizer.get_top_experiments(top_k=2)

@@ -77,8 +77,11 @@ pipe.add_function_step(name="total", function=total, function_kwargs=dict(data="
                        function_return=["total"], cache_executed_step=CACHE)
 pipe.start_locally(run_pipeline_steps_locally=False)
 step = {name: node.executed for name, node in pipe.get_pipeline_dag().items()}
+# A basic-type return value is stored as a parameter of the step ("return/total"), not an
+# artifact (clearml's function-step template).
+params = Task.get_task(task_id=step["total"]).get_parameters(cast=True)
 emit({"id": pipe.id, "steps": step,
-      "total": Task.get_task(task_id=step["total"]).artifacts["total"].get()})
+      "total": next(v for k, v in params.items() if k.endswith("/total"))})
 """
 )
 

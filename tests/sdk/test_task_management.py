@@ -48,12 +48,12 @@ a.mark_completed(force=True)
 a.reset(force=True)
 gold = Task.get_tasks(project_name="sdk/manage", tags=["gold"])
 by_name = Task.get_tasks(project_name="sdk/manage", task_name="filter-b")
-created = Task.get_tasks(project_name="sdk/manage", task_filter={{"status": ["created"]}})
-emit({{"a": a.id, "b": b.id, "queued": queued, "dequeued": dequeued,
+created = Task.get_tasks(project_name="sdk/manage", task_filter={"status": ["created"]})
+emit({"a": a.id, "b": b.id, "queued": queued, "dequeued": dequeued,
        "reset": Task.get_task(task_id=a.id).get_status(),
        "gold": [t.id for t in gold], "by_name": [t.id for t in by_name],
        "created": [t.id for t in created],
-       "comment": Task.get_task(task_id=a.id).comment}})
+       "comment": Task.get_task(task_id=a.id).comment})
 """
 
 
