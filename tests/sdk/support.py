@@ -2,14 +2,60 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from agent.server.embedded import EmbeddedServer
 from tests.helpers import api_call, result_of, run_sdk
-from tests.integration.daemon.support import console_text, task_doc, wait_final
-from tests.sdk.conftest import Plane
+from tests.integration.daemon.support import (
+    CONVEYOR,
+    Agent,
+    agent_env,
+    console_text,
+    task_doc,
+    wait_final,
+    wait_for,
+)
 
 __all__ = ["console_text", "run", "sdk_result", "task_doc", "wait_final", "wait_status"]
+
+
+@dataclass
+class Plane:
+    """What every SDK case needs: the server, the SDK's environment, the two agents."""
+
+    server: EmbeddedServer
+    env: dict[str, str]
+    default: Agent
+    services: Agent
+
+
+def start_agent(server: EmbeddedServer, root: Path, cache: Path, queue: str, *flags: str) -> Agent:
+    env = agent_env(server, root / queue, cache, queue)
+    env["CONVEYOR_POLL_WAIT"] = "5"
+    # The API host is "configured" here (not the agent's own embedded one): name the files
+    # host, or tasks would get the SDK's guess (port 8081) and their uploads would fail.
+    env["CONVEYOR_FILES_HOST"] = server.files_host
+    log_path = root / f"{queue}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(CONVEYOR), "daemon", "--queue", queue, *flags],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    agent = Agent(process, log_path, server, queue)
+
+    def registered() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"agent {queue} exited early:\n{agent.log()}")
+        workers = api_call(server, "workers.get_all", {}).get("workers", [])
+        return any(str(w.get("id", "")).startswith(f"test-agent-{queue}") for w in workers)
+
+    wait_for(registered, 60, f"the {queue} agent to register")
+    return agent
+
 
 # Prepended to every script: the RESULT line the tests read back.
 PRELUDE = "import json\ndef emit(value):\n    print('RESULT ' + json.dumps(value), flush=True)\n"

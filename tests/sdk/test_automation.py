@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.conftest import Plane
-from tests.sdk.support import console_text, run
+from tests.sdk.support import Plane, console_text, run
 
 pytestmark = pytest.mark.slow
 

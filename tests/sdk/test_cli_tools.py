@@ -10,8 +10,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tests.integration.daemon.support import CONVEYOR, agent_env
-from tests.sdk.conftest import Plane
-from tests.sdk.support import console_text, wait_status
+from tests.sdk.support import Plane, console_text, wait_status
 
 pytestmark = pytest.mark.slow
 

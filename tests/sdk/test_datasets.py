@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO_ROOT
-from tests.sdk.conftest import Plane
-from tests.sdk.support import run
+from tests.sdk.support import Plane, run
 
 pytestmark = pytest.mark.slow
 

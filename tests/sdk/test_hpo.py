@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import api_call
-from tests.sdk.conftest import Plane
-from tests.sdk.support import run
+from tests.sdk.support import Plane, run
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import api_call
-from tests.sdk.conftest import Plane
-from tests.sdk.support import console_text, run, wait_status
+from tests.sdk.support import Plane, console_text, run, wait_status
 
 pytestmark = pytest.mark.slow
 

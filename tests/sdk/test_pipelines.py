@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import api_call, result_of, run_sdk
-from tests.sdk.conftest import Plane
-from tests.sdk.support import PRELUDE, console_text, run, task_doc, tasks_named, wait_status
+from tests.sdk.support import PRELUDE, Plane, console_text, run, task_doc, tasks_named, wait_status
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.conftest import Plane
-from tests.sdk.support import run, wait_status
+from tests.sdk.support import Plane, run, wait_status
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,7 @@ import pytest
 
 from tests.helpers import api_call
 from tests.integration.daemon.support import wait_for
-from tests.sdk.conftest import Plane
-from tests.sdk.support import console_text, run, task_doc, wait_status
+from tests.sdk.support import Plane, console_text, run, task_doc, wait_status
 
 pytestmark = pytest.mark.slow
 
