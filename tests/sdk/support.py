@@ -39,6 +39,11 @@ def start_agent(server: EmbeddedServer, root: Path, cache: Path, queue: str, *fl
     # The API host is "configured" here (not the agent's own embedded one): name the files
     # host, or tasks would get the SDK's guess (port 8081) and their uploads would fail.
     env["CONVEYOR_FILES_HOST"] = server.files_host
+    # The tasks' SDK reports from a thread, as the local scripts do (tests/helpers.sdk_env):
+    # its default reporting subprocess holds every SDK process ~10 s at exit.
+    config = root / "task-clearml.conf"
+    config.write_text("sdk { development { report_use_subprocess: false } }\n")
+    env["CONVEYOR_EXTRA_ENV"] = f"CLEARML_CONFIG_FILE={config}"
     log_path = root / f"{queue}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

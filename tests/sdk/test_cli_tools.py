@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, api_call
 from tests.integration.daemon.support import CONVEYOR, agent_env
 from tests.sdk.support import Plane, console_text, wait_status
 
@@ -80,3 +80,29 @@ def test_conveyor_clone_set_queue_and_ls(plane: Plane, cli_task: str, tmp_path: 
     )  # fmt: skip
     assert {cli_task, new_id} <= {t["id"] for t in listed}
     assert all(t["status"] == "completed" for t in listed)
+
+
+def test_conveyor_clone_refuses_bad_input_and_makes_nothing(
+    plane: Plane, cli_task: str, tmp_path: Path
+) -> None:
+    env = agent_env(plane.server, tmp_path / "cli", tmp_path / "cache", "cli")
+
+    def clone(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CONVEYOR), "clone", *args], env=env, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+
+    def count() -> int:
+        return len(api_call(plane.server, "tasks.get_all", {"only_fields": ["id"]})["tasks"])
+
+    before = count()
+    bad_set = clone(cli_task, "--set", "lr=0.7")
+    assert bad_set.returncode == 2 and "SECTION/NAME=VALUE" in bad_set.stderr
+    no_queue = clone(cli_task, "--set", "Args/lr=1", "--queue", "no-such-queue")
+    assert no_queue.returncode == 1 and "no-such-queue" in no_queue.stderr
+    no_task = clone("0" * 32, "--queue", "default")
+    assert no_task.returncode == 1 and "error:" in no_task.stderr
+    no_model = clone(cli_task, "--input-model", "f" * 32)
+    assert no_model.returncode == 1 and "error:" in no_model.stderr
+    assert count() == before
