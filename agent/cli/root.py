@@ -156,38 +156,21 @@ def docker_flags(docker_image: str | None) -> dict[str, Any]:
 @click.pass_context
 def daemon(
     ctx: click.Context,
+    /,
     more_queues: tuple[str, ...],
     queues: tuple[str, ...],
-    order_fairness: bool | None,
-    slots: int | None,
-    gpus: str | None,
-    api_host: str | None,
-    worker_id: str | None,
-    services_mode: int | None,
-    create_queue: bool | None,
-    log_level: str | None,
     detached: bool,
     stop_it: bool,
     docker_image: str | None,
+    **flags: Any,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
     from agent.pipeline.sandbox import SandboxUnavailable
     from agent.worker.service import control_plane, run_daemon
 
+    # the other options are named after their settings (order_fairness, slots, gpus, ...)
     names = (*queues, *more_queues)
-    settings = settings_from(
-        ctx,
-        queues=names or None,
-        order_fairness=order_fairness,
-        slots=slots,
-        gpus=gpus,
-        api_host=api_host,
-        worker_id=worker_id,
-        services_mode=services_mode,
-        create_queue=create_queue,
-        log_level=log_level,
-        **docker_flags(docker_image),
-    )
+    settings = settings_from(ctx, queues=names or None, **flags, **docker_flags(docker_image))
     if detached or stop_it:
         background(settings, stop_it)
     try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from agent.settings import SettingsError, load_settings
 from click.testing import CliRunner
 
 from agent.cli import main
+from agent.config.errors import SettingsError
+from agent.config.settings import load_settings
 from agent.worker.services import DEFAULT_SERVICES_CAP, next_index, service_worker_id
 
 
