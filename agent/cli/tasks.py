@@ -13,7 +13,6 @@ import click
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
-from agent.cli.submit import SubmitError, describe_script
 from agent.cli.support import EXIT_FAILURE, EXIT_USAGE, LogCursor, access, run, settings_from
 from agent.pipeline.host import ServerAccess
 from agent.pipeline.requeue import clear_attempts
@@ -58,6 +57,7 @@ def enqueue(
     ARGS after the script are the script's own arguments (put them after ``--`` if one of them
     is also an option of this command). Prints the new task's id on stdout.
     """
+    from agent.cli.submit import SubmitError, describe_script  # gitpython: only for enqueue
 
     settings = settings_from(ctx)
     server = access(settings)
