@@ -4,6 +4,7 @@ parents, Dataset.get by project/name/version/id, get_local_copy, list_datasets."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,14 @@ def test_clearml_data_create_add_close_get(plane: Plane, tmp_path: Path) -> None
     (tmp_path / "files" / "x.csv").write_text("a,b\n1,2\n")
     made = clearml_data(plane, tmp_path, "create", "--project", "sdk/cli", "--name", "cli-ds")
     assert made.returncode == 0, made.stdout + made.stderr
+    created = re.search(r"New dataset created id=([0-9a-f]{32})", made.stdout)
+    assert created, made.stdout
     added = clearml_data(plane, tmp_path, "add", "--files", "files")
     assert added.returncode == 0, added.stdout + added.stderr
     closed = clearml_data(plane, tmp_path, "close")
     assert closed.returncode == 0, closed.stdout + closed.stderr
     target = tmp_path / "copy"
-    got = clearml_data(
-        plane, tmp_path, "get", "--project", "sdk/cli", "--name", "cli-ds", "--copy", str(target)
-    )
+    # clearml-data get takes a dataset id (no project/name lookup in its CLI)
+    got = clearml_data(plane, tmp_path, "get", "--id", created.group(1), "--copy", str(target))
     assert got.returncode == 0, got.stdout + got.stderr
     assert sorted(os.listdir(target)) == ["x.csv"]
