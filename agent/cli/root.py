@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent import __version__
+from agent.cli.clone import clone
 from agent.cli.support import EXIT_FAILURE, EXIT_USAGE, access, run, settings_from
 from agent.cli.tasks import COMMANDS
 from agent.worker.connect import ConnectError
+from agent.worker.services import DEFAULT_SERVICES_CAP
 
 if TYPE_CHECKING:
     from agent.config.settings import Settings
@@ -137,40 +139,62 @@ def docker_flags(docker_image: str | None) -> dict[str, Any]:
 @click.option("--gpus", default=None, help="none | all | 0,1")
 @click.option("--api-host", default=None, help="Server URL; empty: embedded control plane.")
 @click.option("--worker-id", default=None)
+@click.option(
+    "--services-mode",
+    type=int,
+    is_flag=False,
+    flag_value=DEFAULT_SERVICES_CAP,
+    default=None,
+    metavar="[N]",
+    help=f"Host up to N controller tasks at once, no GPUs (alone: {DEFAULT_SERVICES_CAP}).",
+)
+@click.option("--create-queue", is_flag=True, default=None, help="Create missing queues.")
+@click.option("--log-level", default=None, help="debug | info | warning | error")
+@click.option("--detached", is_flag=True, help="Run in the background (log: data_dir/run/).")
+@click.option("--stop", "stop_it", is_flag=True, help="Stop this worker id's background agent.")
 @docker_option
 @click.pass_context
 def daemon(
     ctx: click.Context,
+    /,
     more_queues: tuple[str, ...],
     queues: tuple[str, ...],
-    order_fairness: bool | None,
-    slots: int | None,
-    gpus: str | None,
-    api_host: str | None,
-    worker_id: str | None,
+    detached: bool,
+    stop_it: bool,
     docker_image: str | None,
+    **flags: Any,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
     from agent.pipeline.sandbox import SandboxUnavailable
     from agent.worker.service import control_plane, run_daemon
 
+    # the other options are named after their settings (order_fairness, slots, gpus, ...)
     names = (*queues, *more_queues)
-    settings = settings_from(
-        ctx,
-        queues=names or None,
-        order_fairness=order_fairness,
-        slots=slots,
-        gpus=gpus,
-        api_host=api_host,
-        worker_id=worker_id,
-        **docker_flags(docker_image),
-    )
+    settings = settings_from(ctx, queues=names or None, **flags, **docker_flags(docker_image))
+    if detached or stop_it:
+        background(settings, stop_it)
     try:
         with control_plane(settings) as server_access:
             code = run(lambda: run_daemon(settings, server_access))
     except (ConnectError, SandboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(int(code))
+
+
+def background(settings: Settings, stop_it: bool) -> None:
+    """``--detached`` / ``--stop``: start or stop this worker id's background agent, exit."""
+    from agent.worker import detach
+
+    try:
+        if stop_it:
+            click.echo(f"stopped the agent (pid {detach.stop(settings)})")
+        else:
+            pid, log = detach.spawn(settings, sys.argv)
+            click.echo(f"agent running in the background: pid {pid}, log {log}")
+    except detach.DetachError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(0)
 
 
 @main.command()
@@ -223,7 +247,7 @@ def show_config(ctx: click.Context) -> None:
     click.echo(json.dumps(settings.masked(), indent=2, default=str))
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, clone):
     main.add_command(_command)
 
 # conveyor slurm: the Slurm glue (agent/slurm, docs/slurm.md)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,8 +13,7 @@ import click
 
 from agent.api.client import ApiClient
 from agent.api.errors import ApiError, NotFoundError
-from agent.cli.submit import SubmitError, describe_script
-from agent.cli.support import EXIT_FAILURE, LogCursor, access, run, settings_from
+from agent.cli.support import EXIT_FAILURE, EXIT_USAGE, LogCursor, access, run, settings_from
 from agent.pipeline.host import ServerAccess
 from agent.pipeline.requeue import clear_attempts
 
@@ -57,6 +57,7 @@ def enqueue(
     ARGS after the script are the script's own arguments (put them after ``--`` if one of them
     is also an option of this command). Prints the new task's id on stdout.
     """
+    from agent.cli.submit import SubmitError, describe_script  # gitpython: only for enqueue
 
     settings = settings_from(ctx)
     server = access(settings)
@@ -87,26 +88,51 @@ def enqueue(
 
 @click.command("ls")
 @click.argument("what", type=click.Choice(["tasks", "queues", "workers"]))
+@click.option("--status", "statuses", multiple=True, help="Only tasks in this status (repeat).")
+@click.option("--project", default="", help="Only tasks of this project (by name).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of the documents.")
 @click.pass_context
-def list_things(ctx: click.Context, what: str) -> None:
-    """List tasks, queues or workers."""
+def list_things(
+    ctx: click.Context, what: str, statuses: tuple[str, ...], project: str, as_json: bool
+) -> None:
+    """List tasks, queues or workers (tasks: filtered by --status / --project)."""
+    if what != "tasks" and (statuses or project):
+        click.echo("error: --status and --project filter tasks only", err=True)
+        sys.exit(EXIT_USAGE)
     server = access(settings_from(ctx))
 
     async def go() -> list[dict[str, Any]]:
         async with _client(server) as api:
             if what == "tasks":
-                return await api.list_tasks()
+                return await list_tasks(api, statuses, project)
             if what == "queues":
                 return await api.list_queues()
             return await api.list_workers()
 
-    rows = run(go)
+    try:
+        rows = run(go)
+    except ApiError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
     columns = {
         "tasks": ("id", "name", "status", "status_reason"),
         "queues": ("id", "name", "entries"),
         "workers": ("id", "queues", "task"),
     }[what]
     _print_table(columns, rows)
+
+
+async def list_tasks(api: ApiClient, statuses: Sequence[str], project: str) -> list[dict[str, Any]]:
+    """Tasks by status and project name; an unknown project is an error, not an empty list."""
+    filters: dict[str, Any] = {"order_by": ["-last_update"]}
+    if statuses:
+        filters["status"] = list(statuses)
+    if project:
+        filters["project"] = [await api.get_project_id(project, create=False)]
+    return await api.list_tasks(**filters)
 
 
 def _cell(value: Any) -> str:

@@ -43,6 +43,7 @@ DEFAULT_DOCKER_ARGS = (
     "--run-as-is",
 )
 DOCKER_PULL_POLICIES = ("missing", "always", "never")
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")  # as clearml-agent takes
 
 
 def _default_data_dir() -> Path:
@@ -68,10 +69,12 @@ class Settings:
     # The embedded control plane (used when api_host is empty): its port; 0 picks a free one.
     embedded_port: int = 8008
     # --- worker --------------------------------------------------------------------------
-    worker_id: str = ""  # empty: "<hostname>:conveyor"
+    worker_id: str = ""  # empty: "<hostname>:conveyor" (":conveyor-services" in services mode)
     queues: tuple[str, ...] = ()  # empty: the server's default queue
     order_fairness: bool = False  # round-robin across queues instead of strict priority
     slots: int = 1  # tasks run concurrently
+    services_mode: int = 0  # >0: host up to N light (controller) tasks at once, no GPUs
+    create_queue: bool = False  # create the named queues when the server lacks them
     gpus: str = "none"  # "none", "all" or a comma list "0,1"
     # --- polling and lifecycle (seconds) -------------------------------------------------
     poll_min_interval: float = 0.05
@@ -138,7 +141,10 @@ class Settings:
 
     @property
     def effective_worker_id(self) -> str:
-        return self.worker_id or f"{socket.gethostname()}:conveyor"
+        if self.worker_id:
+            return self.worker_id
+        role = "conveyor-services" if self.services_mode else "conveyor"
+        return f"{socket.gethostname()}:{role}"
 
     @property
     def work_root(self) -> Path:
@@ -315,6 +321,8 @@ def load_settings(
 def _validate(settings: Settings) -> None:
     if settings.slots < 1:
         raise SettingsError(f"slots must be at least 1, got {settings.slots}")
+    if settings.services_mode < 0:
+        raise SettingsError(f"services_mode must be 0 (off) or more, got {settings.services_mode}")
     if not 0 <= settings.poll_wait <= MAX_POLL_WAIT_S:
         raise SettingsError(
             f"poll_wait must be between 0 and {MAX_POLL_WAIT_S:g} s, got {settings.poll_wait:g}"
@@ -332,6 +340,10 @@ def _validate(settings: Settings) -> None:
     if settings.log_format not in ("auto", "json", "console"):
         raise SettingsError(
             f"log_format must be auto, json or console, got {settings.log_format!r}"
+        )
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(
+            f"log_level must be one of {', '.join(LOG_LEVELS).lower()}, got {settings.log_level!r}"
         )
     if settings.docker_pull not in DOCKER_PULL_POLICIES:
         raise SettingsError(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agent.config.settings import Settings
 from agent.pipeline.host import ServerAccess
@@ -46,6 +48,21 @@ def write_embedded_state(settings: Settings, access: ServerAccess) -> Path:
 
 def remove_embedded_state(settings: Settings) -> None:
     state_path(settings).unlink(missing_ok=True)
+
+
+def running_embedded(settings: Settings, timeout: float = 2.0) -> ServerAccess | None:
+    """The embedded control plane another agent runs on this data dir, if it answers: a second
+    ``conveyor daemon`` (say a services agent) joins it instead of starting its own."""
+    try:
+        access = resolve_access(settings.replace(api_host=""))
+    except ConnectError:
+        return None
+    url = urlsplit(access.api_host)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout):
+            return access
+    except OSError:
+        return None  # a state file left by an agent that was killed
 
 
 def resolve_access(settings: Settings) -> ServerAccess:

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from agent.api.client import ApiClient
-from agent.api.errors import ApiError, InvalidStateError
+from agent.api.errors import ApiError, InvalidStateError, NotFoundError
 from agent.config.settings import Settings
 from agent.pipeline.report import Outcome
 from agent.pipeline.requeue import recover_lost_tasks
@@ -295,7 +295,16 @@ class Daemon:
     async def _resolve_queues(self) -> list[str]:
         if not self.settings.queues:
             return [await self.api.default_queue_id()]
-        return [await self.api.queue_id(name) for name in self.settings.queues]
+        return [await self._queue_id(name) for name in self.settings.queues]
+
+    async def _queue_id(self, name: str) -> str:
+        try:
+            return await self.api.queue_id(name)
+        except NotFoundError:
+            if not self.settings.create_queue:
+                raise
+        log.info("queue created", queue=name)
+        return await self.api.create_queue(name)
 
     async def _register(self) -> None:
         for slot in self.slots:
@@ -336,7 +345,7 @@ class Daemon:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            for slot in self.slots:
+            for slot in list(self.slots):  # services mode adds and retires slots
                 await self._report(slot, slot.task_id)
                 if slot.task_id is not None:
                     with contextlib.suppress(ApiError):

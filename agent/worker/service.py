@@ -23,9 +23,15 @@ from agent.config.settings import Settings
 from agent.pipeline.host import HostFacts, ServerAccess
 from agent.pipeline.report import Outcome
 from agent.supervise.metrics import gpu_count
-from agent.worker.connect import remove_embedded_state, resolve_access, write_embedded_state
-from agent.worker.daemon import Daemon, ExitCode
+from agent.worker.connect import (
+    remove_embedded_state,
+    resolve_access,
+    running_embedded,
+    write_embedded_state,
+)
+from agent.worker.daemon import ExitCode
 from agent.worker.policy import Slot
+from agent.worker.services import make_daemon
 
 if TYPE_CHECKING:
     from agent.pipeline.run import TaskContext
@@ -48,6 +54,11 @@ def control_plane(settings: Settings) -> Iterator[ServerAccess]:
     """The configured server, or the embedded one started here for the duration."""
     if not settings.embedded:
         yield resolve_access(settings)
+        return
+    joined = running_embedded(settings)
+    if joined is not None:
+        log.info("joining the embedded control plane running here", url=joined.api_host)
+        yield joined
         return
     from agent.server.embedded import EmbeddedServer
 
@@ -151,7 +162,7 @@ async def run_daemon(settings: Settings, access: ServerAccess) -> ExitCode:
                 max_retries=slot.max_retries,
             )
 
-        daemon = Daemon(settings, c.api, runner, gpu_count=host.gpu_count)
+        daemon = make_daemon(settings, c.api, runner, gpu_count=host.gpu_count)
         daemon.install_signal_handlers()
         try:
             return await daemon.run()
