@@ -2,7 +2,9 @@
 
 M4 reduction: for each of ``width`` buckets of the x range, the first, last, lowest and
 highest points are kept, so a line drawn through them looks the same as one drawn through all
-points (no spike is averaged away). A range with few points comes back raw.
+points (no spike is averaged away). A range with few points comes back raw. The points are read
+per request from the series' packed blocks (``agent/server/scalar_store.py``; a zoom reads only
+the blocks it overlaps), so nothing is cached between requests.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.server.web.series_cache import task_series
+from agent.server import scalar_store
 
 MAX_WIDTH = 4_000
 
@@ -32,7 +34,11 @@ def m4(
 
 
 def m4_sorted(
-    xs: Sequence[float], ys: Sequence[float], width: int, x0: float | None, x1: float | None
+    xs: Sequence[float] | npt.NDArray[np.float64],
+    ys: Sequence[float] | npt.NDArray[np.float64],
+    width: int,
+    x0: float | None,
+    x1: float | None,
 ) -> tuple[list[float], list[float]]:
     """M4 over points sorted by x: per bucket the first, last, lowest and highest point.
     Vectorised (numpy, over the arrays without copying them): ~20 ms for 1,000,000 points."""
@@ -77,6 +83,28 @@ def metric_names(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return [(m, sorted(v)) for m, v in sorted(found.items())]
 
 
+def _points(
+    conn: sqlite3.Connection,
+    key: tuple[str, str, str],
+    axis: str,
+    x0: float | None,
+    x1: float | None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The series' points whose blocks meet [x0, x1], sorted by x (stable: arrival order
+    among equal x)."""
+    xs: list[bytes] = []
+    ys: list[bytes] = []
+    for x_blob, y_blob in scalar_store.blobs(conn, key, axis, x0, x1):
+        xs.append(x_blob)
+        ys.append(y_blob)
+    x = np.frombuffer(b"".join(xs), dtype="<f8")
+    y = np.frombuffer(b"".join(ys), dtype="<f8")
+    if len(x) > 1 and not bool(np.all(x[1:] >= x[:-1])):
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+    return x, y
+
+
 def series(
     conn: sqlite3.Connection,
     task_id: str,
@@ -89,12 +117,10 @@ def series(
 ) -> list[dict[str, Any]]:
     """Every variant of ``metric``, M4-reduced to ``width`` buckets of [x0, x1]."""
     width = max(1, min(width, MAX_WIDTH))
-    cached = task_series(conn, task_id)
+    axis = "time" if x_axis == "time" else "iter"
     out = []
-    for (name, variant), points in sorted(cached.series.items()):
-        if name != metric:
-            continue
-        xs, ys = points.view("time" if x_axis == "time" else "iter")
+    for variant, count in sorted(scalar_store.variants(conn, task_id, metric).items()):
+        xs, ys = _points(conn, (task_id, metric, variant), axis, x0, x1)
         rx, ry = m4_sorted(xs, ys, width, x0, x1)
-        out.append({"variant": variant, "x": rx, "y": ry, "count": len(xs)})
+        out.append({"variant": variant, "x": rx, "y": ry, "count": count})
     return out
