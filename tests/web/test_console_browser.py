@@ -72,11 +72,20 @@ def test_sdk_link_opens_console_lines_and_a_scalar_chart(
 ) -> None:
     proc = run_sdk(
         """
+        import numpy
         from clearml import Task
         task = Task.init(project_name="web tests", task_name="sdk run")
         print("hello from the sdk script")
+        logger = task.get_logger()
         for i in range(200):
-            task.get_logger().report_scalar("loss", "train", 1.0 / (i + 1), i)
+            logger.report_scalar("loss", "train", 1.0 / (i + 1), i)
+        figure = {"data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2]}],
+                  "layout": {"title": {"text": "a plotly figure"}}}
+        logger.report_plotly("custom", "figure", figure=figure, iteration=1)
+        logger.report_table("results", "table", iteration=1, table_plot=[["k", "v"], ["lr", 0.1]])
+        image = numpy.zeros((24, 32, 3), dtype=numpy.uint8)
+        image[:, :16] = (255, 0, 0)
+        logger.report_image("samples", "red half", iteration=3, image=image)
         task.close()
         """,
         sdk_env(server),
@@ -97,6 +106,29 @@ def test_sdk_link_opens_console_lines_and_a_scalar_chart(
         logged_in,
         ec.presence_of_element_located((By.CSS_SELECTOR, ".chart[data-metric=loss] canvas")),
     )
+    _plots_and_samples_show(logged_in)
+
+
+def _plots_and_samples_show(driver: WebDriver) -> None:
+    """The plots tab draws what report_plotly and report_table stored (plotly divs with their
+    data), the debug samples tab shows the reported image (loaded through the files route)."""
+    driver.find_element(By.CSS_SELECTOR, "[data-tab=plots]").click()
+    wait(
+        driver,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".plotly-plot[data-state=drawn]")) == 2,
+    )
+    traces = driver.execute_script(
+        "return [...document.querySelectorAll('.plotly-plot')].map("
+        "(el) => (el.data || []).map((t) => t.type + ':' + (t.y ? t.y.length : typeof t.cells)))"
+    )
+    assert sorted(traces) == [["scatter:3"], ["table:object"]], traces
+    driver.find_element(By.CSS_SELECTOR, "[data-tab=samples]").click()
+    loaded = (
+        "return [...document.querySelectorAll('.sample img')]"
+        ".map((i) => i.complete && i.naturalWidth)"
+    )
+    wait(driver, lambda d: d.execute_script(loaded) == [32])
+    _no_script_ran(driver)
 
 
 def test_clone_edit_enqueue_runs_with_the_new_values(

@@ -231,3 +231,38 @@ def test_tasks_list_filters_tags_and_hides_archived(embedded_server: EmbeddedSer
     assert listed("tag=gpu") == {tagged}
     assert almost in listed("") and archived not in listed("")
     assert archived in listed("archived=1")
+
+
+def test_plots_list_cheaply_and_each_figure_comes_on_its_own(
+    embedded_server: EmbeddedServer,
+) -> None:
+    task = api_call(embedded_server, "tasks.create", {"name": "plots", "type": "training"})["id"]
+    figure = '{"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": "<b>x</b>"}}'
+    events = [
+        {"task": task, "type": "plot", "metric": "m", "variant": "v", "iter": i,
+         "plot_str": figure.replace("[1, 2]", f"[{i}, 2]")}
+        for i in range(3)
+    ]  # fmt: skip
+    url = f"{embedded_server.url}/files/p/{task}/metrics/s/img%20one.png"
+    events += [
+        {"task": task, "type": "training_debug_image", "metric": "s", "variant": "<i>v</i>",
+         "iter": 7, "url": url},
+        {"task": task, "type": "training_debug_image", "metric": "s", "variant": "w",
+         "iter": 8, "url": "https://elsewhere.example/a.png"},
+    ]  # fmt: skip
+    api_call(embedded_server, "events.add_batch", {"requests": events})
+    client = _client(embedded_server)
+    page = client.get(f"/tasks/{task}/plots").text
+    seqs = re.findall(r'class="plotly-plot" data-seq="(\d+)"', page)
+    assert len(seqs) == 1 and "latest of 3" in page and "plotly-strict.min.js" in page
+    latest = client.get(f"/tasks/{task}/plot.json", params={"seq": seqs[0]})
+    assert latest.json()["data"][0]["y"] == [2, 2]
+    assert client.get(f"/tasks/{task}/plot.json", params={"seq": "x"}).status_code == 400
+    assert client.get("/tasks/other/plot.json", params={"seq": seqs[0]}).status_code == 404
+    outsider = httpx.get(f"{embedded_server.url}/tasks/{task}/plot.json?seq={seqs[0]}")
+    assert outsider.status_code == 401
+    samples = client.get(f"/tasks/{task}/samples").text
+    assert f'<img src="/web/files/p/{task}/metrics/s/img%20one.png"' in samples
+    assert "&lt;i&gt;v&lt;/i&gt;" in samples and "<i>v</i>" not in samples
+    assert "https://elsewhere.example/a.png" in samples  # shown as text, never loaded
+    assert 'elsewhere.example/a.png"' not in samples

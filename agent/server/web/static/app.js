@@ -218,6 +218,46 @@ function setupScalars() {
   });
 }
 
+function drawPlot(el, id) {
+  el.dataset.state = "loading";
+  fetch(`/tasks/${encodeURIComponent(id)}/plot.json?seq=${encodeURIComponent(el.dataset.seq)}`,
+    { credentials: "same-origin" })
+    .then((r) => { if (!r.ok) { throw new Error(`${r.status} ${r.statusText}`); } return r.text(); })
+    .then((text) => {
+      const figure = JSON.parse(text);
+      const layout = Object.assign({}, figure.layout || {}, { autosize: true });
+      delete layout.width;
+      return window.Plotly.newPlot(el, figure.data || [], layout,
+        { responsive: true, displaylogo: false });
+    })
+    .then(() => { el.dataset.state = "drawn"; })
+    .catch((err) => {
+      el.dataset.state = "error";
+      el.textContent = `this plot cannot be shown: ${err.message}`;
+    });
+}
+
+function setupPlots() {
+  const holder = document.getElementById("plots");
+  if (!holder || !window.Plotly) { return; }
+  const id = holder.dataset.task;
+  // drawn once each, when (nearly) scrolled into view: many plots never freeze the page
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (entry.isIntersecting) { observer.unobserve(entry.target); drawPlot(entry.target, id); }
+    }
+  }, { rootMargin: "300px" });
+  const cards = [...holder.querySelectorAll(".plot-card")];
+  cards.forEach((card) => observer.observe(card.querySelector(".plotly-plot")));
+  document.getElementById("plot-filter").addEventListener("input", (ev) => {
+    const text = ev.target.value.toLowerCase();
+    cards.forEach((card) => {
+      const name = `${card.dataset.metric} ${card.dataset.variant}`.toLowerCase();
+      card.hidden = !name.includes(text);
+    });
+  });
+}
+
 function setupCompare() {
   const box = document.getElementById("only-differences");
   if (!box) { return; }
@@ -226,4 +266,6 @@ function setupCompare() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupConsole(); setupScalars(); setupCompare(); });
+document.addEventListener("DOMContentLoaded", () => {
+  setupConsole(); setupScalars(); setupPlots(); setupCompare();
+});
