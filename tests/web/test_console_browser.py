@@ -225,3 +225,25 @@ def test_state_change_without_csrf_token_is_refused(
     logged_in.find_element(By.CSS_SELECTOR, "[data-action=archive]").click()
     wait(logged_in, ec.url_contains("msg=archive"))
     assert "archived" in task_doc(server, task_id)["system_tags"]
+
+
+def test_compare_overlays_scalars_and_diffs_packages(
+    logged_in: WebDriver, server: EmbeddedServer
+) -> None:
+    ids = []
+    for name, extra in (("base run", ""), ("torch run", "torch==2.1\n")):
+        body = {"name": name, "script": {"requirements": {"pip": "numpy\n" + extra}}}
+        ids.append(api_call(server, "tasks.create", body)["id"])
+        loss = [
+            {"task": ids[-1], "type": "training_stats_scalar", "metric": "loss", "variant": "t",
+             "iter": i, "value": len(ids) * i}
+            for i in range(20)
+        ]  # fmt: skip
+        api_call(server, "events.add_batch", {"requests": loss})
+    logged_in.get(f"{server.url}/compare?ids={','.join(ids)}")
+    chart = ".chart[data-metric=loss]"
+    logged_in.execute_script(f"document.querySelector('{chart}').scrollIntoView()")
+    wait(logged_in, ec.presence_of_element_located((By.CSS_SELECTOR, f"{chart} canvas")))
+    labels = logged_in.find_elements(By.CSS_SELECTOR, f"{chart} .u-series .u-label")
+    assert [e.text for e in labels][1:] == ["base run", "torch run"]  # [0]: the x axis
+    assert _text(logged_in, ".line-diff pre.diff .add") == "+torch==2.1"

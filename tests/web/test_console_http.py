@@ -182,12 +182,30 @@ def test_compare_marks_differences_and_refuses_too_few(embedded_server: Embedded
                 "seed": {"section": "Args", "name": "seed", "value": "1"},
             }
         }
-        body = {"name": f"lr {lr}", "type": "training", "hyperparams": params}
+        pip = "numpy==1.26\nrequests\n" + ("torch==2.1\n" if lr == "0.5" else "")
+        body = {"name": f"lr {lr}", "type": "training", "hyperparams": params,
+                "script": {"requirements": {"pip": pip}}}  # fmt: skip
         ids.append(api_call(embedded_server, "tasks.create", body)["id"])
+        loss = [
+            {"task": ids[-1], "type": "training_stats_scalar", "metric": "loss", "variant": "t",
+             "iter": i, "value": float(lr) * i}
+            for i in range(10)
+        ]  # fmt: skip
+        api_call(embedded_server, "events.add_batch", {"requests": loss})
     client = _client(embedded_server)
     page = client.get("/compare", params={"ids": ",".join(ids)}).text
     assert re.search(r'<tr class="differs"><th>Args/lr</th>', page)
     assert re.search(r'<tr class="same"><th>Args/seed</th>', page)
+    assert "Line diff: requirements (pip)" in page and "Line diff: uncommitted" not in page
+    assert '<span class="add">+torch==2.1</span>' in page and "+1 -0 lines" in page
+    assert '<div class="chart" data-metric="loss">' in page
+    overlaid = client.get(
+        "/compare/scalars.json", params={"ids": ",".join(ids), "metric": "loss", "width": 50}
+    ).json()
+    assert [(s["task"], s["variant"]) for s in overlaid["series"]] == [
+        (ids[0], "lr 0.1"), (ids[1], "lr 0.1"), (ids[2], "lr 0.5"),
+    ]  # fmt: skip
+    assert overlaid["series"][2]["y"] == [0.5 * i for i in range(10)]
     assert client.get("/compare", params={"ids": ids[0]}).status_code == 400
 
 

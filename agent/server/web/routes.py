@@ -20,7 +20,7 @@ from agent.server.state import ServerState
 from agent.server.taskstore import find_task
 from agent.server.web import data, fleet, login, plots
 from agent.server.web.actions import ACTIONS, run_action
-from agent.server.web.compare import compare_page
+from agent.server.web.compare import compare_page, compare_scalars
 from agent.server.web.links import TAB_TITLES, TABS, task_link_target
 from agent.server.web.render import (
     HERE,
@@ -138,6 +138,7 @@ def web_routes(state: ServerState) -> list[BaseRoute]:
         ("/tasks/{task}/{tab}", task_page, get),
         ("/tasks/{task}/action/{action}", task_action, ["POST"]),
         ("/compare", compare_page, get),
+        ("/compare/scalars.json", compare_scalars, get),
         ("/queues", fleet.queues_page, get),
         ("/queues/{queue}/action/{action}", fleet.queue_action, ["POST"]),
         ("/models", fleet.models_page, get),

@@ -132,14 +132,15 @@ function aligned(series, weight) {
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 class Chart {
-  constructor(el, id) {
-    this.el = el; this.id = id; this.metric = el.dataset.metric;
+  constructor(el, id, src) {
+    this.el = el; this.id = id; this.src = src; this.metric = el.dataset.metric;
     this.plot = null; this.range = null; this.loaded = false; this.raw = null;
   }
   url() {
     const axis = document.getElementById("x-axis").value;
     const width = Math.max(200, this.el.querySelector(".plot").clientWidth || 800);
-    let url = `/tasks/${encodeURIComponent(this.id)}/scalars.json?metric=${encodeURIComponent(this.metric)}&width=${width}&x=${axis}`;
+    const base = this.src ? `${this.src}&` : `/tasks/${encodeURIComponent(this.id)}/scalars.json?`;
+    let url = `${base}metric=${encodeURIComponent(this.metric)}&width=${width}&x=${axis}`;
     if (this.range) { url += `&xmin=${this.range[0]}&xmax=${this.range[1]}`; }
     return url;
   }
@@ -182,8 +183,8 @@ class Chart {
 function setupScalars() {
   const holder = document.getElementById("charts");
   if (!holder) { return; }
-  const id = holder.dataset.task;
-  const charts = [...holder.querySelectorAll(".chart")].map((el) => new Chart(el, id));
+  const id = holder.dataset.task, src = holder.dataset.src;  // a task, or the compare page's tasks
+  const charts = [...holder.querySelectorAll(".chart")].map((el) => new Chart(el, id, src));
   const visible = new Set();
   const observer = new IntersectionObserver((entries) => {
     for (const entry of entries) {
@@ -204,6 +205,7 @@ function setupScalars() {
   document.getElementById("smoothing").addEventListener("input", () => {
     charts.forEach((c) => { if (c.raw) { c.draw(); } });
   });
+  if (!id) { return; }
   let lastIteration = null, pending = false;
   openStream(id, null, {
     status: (status) => {
