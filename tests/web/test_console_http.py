@@ -284,3 +284,25 @@ def test_plots_list_cheaply_and_each_figure_comes_on_its_own(
     assert "&lt;i&gt;v&lt;/i&gt;" in samples and "<i>v</i>" not in samples
     assert "https://elsewhere.example/a.png" in samples  # shown as text, never loaded
     assert 'elsewhere.example/a.png"' not in samples
+
+
+def test_an_input_model_is_chosen_by_url(embedded_server: EmbeddedServer) -> None:
+    client = _client(embedded_server)
+    url = "file:///data/models/best%20weights.pt"
+    tasks = [api_call(embedded_server, "tasks.create", {"name": n})["id"] for n in ("a", "b")]
+    for task in tasks:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/tasks/{task}").text)
+        assert csrf
+        bad = {"csrf": csrf[1], "model:Input Model": "ftp://host/x"}
+        reply = client.post(f"/tasks/{task}/action/save", data=bad)
+        assert "error=input%20model" in reply.headers["location"]
+        form = {"csrf": csrf[1], "model:Input Model": url}
+        reply = client.post(f"/tasks/{task}/action/save", data=form)
+        assert "msg=saved" in reply.headers["location"], reply.headers["location"]
+    chosen = [
+        api_call(embedded_server, "tasks.get_by_id", {"task": t})["task"]["models"]["input"]
+        for t in tasks
+    ]
+    assert chosen[0] == chosen[1] and chosen[0][0]["name"] == "Input Model"  # registered once
+    model = api_call(embedded_server, "models.get_by_id", {"model": chosen[0][0]["model"]})
+    assert model["model"]["uri"] == url and model["model"]["name"] == "best weights.pt"
