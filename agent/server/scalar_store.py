@@ -4,7 +4,9 @@
 series' points cost a read of every scalar event of the task. ``scalar_blocks`` (schema v3)
 holds every series as blocks of ``BLOCK`` points, each block three blobs of little-endian
 doubles (iteration, wall time in seconds, value) in arrival order, with the block's x range,
-so a chart reads one series (or only the blocks its zoom overlaps) without parsing JSON.
+so a chart reads one series (or only the blocks its zoom overlaps) without parsing JSON. Every
+block but a series' last holds exactly ``BLOCK`` points; ids only grow (AUTOINCREMENT), so the
+id of a series' first block tells a series stored again (after a reset) from the one before.
 ``events.add_batch`` appends here in the same transaction as the events; deleting a task's
 events deletes its blocks (``delete_task``).
 """
@@ -23,6 +25,7 @@ SCALAR = "training_stats_scalar"
 
 CREATE: tuple[str, ...] = (
     """CREATE TABLE scalar_blocks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         task TEXT NOT NULL,
         metric TEXT NOT NULL,
         variant TEXT NOT NULL,
@@ -162,18 +165,38 @@ def variants(conn: sqlite3.Connection, task_id: str, metric: str) -> dict[str, i
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+def extent(conn: sqlite3.Connection, key: tuple[str, str, str]) -> tuple[int, int, int] | None:
+    """(id of the first block, number of the last block, points in it), or None: two index
+    seeks that tell whether a series changed."""
+    first = conn.execute(
+        "SELECT id FROM scalar_blocks WHERE task=? AND metric=? AND variant=? "
+        "ORDER BY block LIMIT 1",
+        key,
+    ).fetchone()
+    last = conn.execute(
+        "SELECT block, count FROM scalar_blocks WHERE task=? AND metric=? AND variant=? "
+        "ORDER BY block DESC LIMIT 1",
+        key,
+    ).fetchone()
+    if first is None or last is None:
+        return None
+    return int(first[0]), int(last[0]), int(last[1])
+
+
 def blobs(
     conn: sqlite3.Connection,
     key: tuple[str, str, str],
     axis: str,
     x0: float | None,
     x1: float | None,
+    from_block: int = 0,
 ) -> Iterator[tuple[bytes, bytes]]:
-    """(x blob, value blob) of each block of the series whose x range meets [x0, x1]; x is
-    the iteration, or the wall time in seconds when ``axis`` is ``time``."""
+    """(x blob, value blob) of each block (from ``from_block`` on) of the series whose x range
+    meets [x0, x1]; x is the iteration, or the wall time in seconds when ``axis`` is ``time``."""
     column, low, high = ("times", "time_min", "time_max") if axis == "time" else _ITER
     sql = f"SELECT {column}, vals FROM scalar_blocks WHERE task=? AND metric=? AND variant=?"
-    args: list[Any] = list(key)
+    sql += " AND block >= ?"
+    args: list[Any] = [*key, from_block]
     if x0 is not None:
         sql += f" AND {high} >= ?"
         args.append(x0)

@@ -3,8 +3,8 @@
 M4 reduction: for each of ``width`` buckets of the x range, the first, last, lowest and
 highest points are kept, so a line drawn through them looks the same as one drawn through all
 points (no spike is averaged away). A range with few points comes back raw. The points are read
-per request from the series' packed blocks (``agent/server/scalar_store.py``; a zoom reads only
-the blocks it overlaps), so nothing is cached between requests.
+from the series' packed blocks (``agent/server/scalar_store.py``) through a small cache of the
+last charted series (``series_cache.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.server import scalar_store
+from agent.server.web import series_cache
 
 MAX_WIDTH = 4_000
 
@@ -83,28 +84,6 @@ def metric_names(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return [(m, sorted(v)) for m, v in sorted(found.items())]
 
 
-def _points(
-    conn: sqlite3.Connection,
-    key: tuple[str, str, str],
-    axis: str,
-    x0: float | None,
-    x1: float | None,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The series' points whose blocks meet [x0, x1], sorted by x (stable: arrival order
-    among equal x)."""
-    xs: list[bytes] = []
-    ys: list[bytes] = []
-    for x_blob, y_blob in scalar_store.blobs(conn, key, axis, x0, x1):
-        xs.append(x_blob)
-        ys.append(y_blob)
-    x = np.frombuffer(b"".join(xs), dtype="<f8")
-    y = np.frombuffer(b"".join(ys), dtype="<f8")
-    if len(x) > 1 and not bool(np.all(x[1:] >= x[:-1])):
-        order = np.argsort(x, kind="stable")
-        x, y = x[order], y[order]
-    return x, y
-
-
 def series(
     conn: sqlite3.Connection,
     task_id: str,
@@ -120,7 +99,7 @@ def series(
     axis = "time" if x_axis == "time" else "iter"
     out = []
     for variant, count in sorted(scalar_store.variants(conn, task_id, metric).items()):
-        xs, ys = _points(conn, (task_id, metric, variant), axis, x0, x1)
+        xs, ys = series_cache.points(conn, (task_id, metric, variant, axis), x0, x1)
         rx, ry = m4_sorted(xs, ys, width, x0, x1)
         out.append({"variant": variant, "x": rx, "y": ry, "count": count})
     return out

@@ -40,6 +40,11 @@ def test_batches_fill_blocks_and_the_chart_reads_every_point_back(
     assert zoom["x"] == [float(i) for i in range(100, 111)]
     (by_time,) = series(conn, task, "loss", width=4000, x_axis="time", x0=1000.5, x1=1000.51)
     assert by_time["x"] == [1000.5 + i / 1000 for i in range(11)]
+    more = [_scalar(task, i, -1.0) for i in range(2500, 2600)]  # a running task's new points
+    api_call(embedded_server, "events.add_batch", {"requests": more})
+    (grown,) = series(conn, task, "loss", width=4000)  # the cached series, brought up to date
+    assert grown["x"] == [float(i) for i in range(2600)]
+    assert grown["y"] == [values[i] for i in range(2500)] + [-1.0] * 100
 
 
 def test_a_reset_or_deleted_task_loses_its_blocks(embedded_server: EmbeddedServer) -> None:
@@ -47,12 +52,15 @@ def test_a_reset_or_deleted_task_loses_its_blocks(embedded_server: EmbeddedServe
     tasks = [api_call(embedded_server, "tasks.create", {"name": n})["id"] for n in ("a", "b")]
     for task in tasks:
         api_call(embedded_server, "events.add_batch", {"requests": [_scalar(task, 1, 2.0)]})
+    assert series(conn, tasks[0], "loss", width=10)[0]["y"] == [2.0]  # now cached
     api_call(embedded_server, "tasks.reset", {"task": tasks[0], "force": True})
     api_call(embedded_server, "tasks.delete", {"task": tasks[1], "force": True})
     for task in tasks:
         count = conn.execute("SELECT COUNT(*) FROM scalar_blocks WHERE task=?", (task,))
         assert count.fetchone() == (0,)
         assert series(conn, task, "loss", width=10) == []
+    api_call(embedded_server, "events.add_batch", {"requests": [_scalar(tasks[0], 1, 5.0)]})
+    assert series(conn, tasks[0], "loss", width=10)[0]["y"] == [5.0]  # same size, a new first block
     again = api_call(embedded_server, "tasks.create", {"name": "c"})["id"]
     api_call(embedded_server, "events.add_batch", {"requests": [_scalar(again, 3, 4.0)]})
     api_call(embedded_server, "events.delete_for_task", {"task": again})
