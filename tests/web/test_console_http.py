@@ -3,6 +3,7 @@ log and chart data, the live stream and a server stop while a page is open."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -262,6 +263,9 @@ def test_plots_list_cheaply_and_each_figure_comes_on_its_own(
         for i in range(3)
     ]  # fmt: skip
     url = f"{embedded_server.url}/files/p/{task}/metrics/s/img%20one.png"
+    image_plot = {"data": [], "layout": {"images": [{"source": url}, {"source": "x://y"}]}}
+    events.append({"task": task, "type": "plot", "metric": "mpl", "variant": "fig", "iter": 0,
+                   "plot_str": json.dumps(image_plot)})  # fmt: skip
     events += [
         {"task": task, "type": "training_debug_image", "metric": "s", "variant": "<i>v</i>",
          "iter": 7, "url": url},
@@ -272,7 +276,12 @@ def test_plots_list_cheaply_and_each_figure_comes_on_its_own(
     client = _client(embedded_server)
     page = client.get(f"/tasks/{task}/plots").text
     seqs = re.findall(r'class="plotly-plot" data-seq="(\d+)"', page)
-    assert len(seqs) == 1 and "latest of 3" in page and "plotly-strict.min.js" in page
+    assert len(seqs) == 2 and "latest of 3" in page and "plotly-strict.min.js" in page
+    images = client.get(f"/tasks/{task}/plot.json", params={"seq": seqs[1]}).json()
+    assert [i["source"] for i in images["layout"]["images"]] == [
+        f"/web/files/p/{task}/metrics/s/img%20one.png", "x://y",
+    ]  # fmt: skip
+    seqs = seqs[:1]
     latest = client.get(f"/tasks/{task}/plot.json", params={"seq": seqs[0]})
     assert latest.json()["data"][0]["y"] == [2, 2]
     assert client.get(f"/tasks/{task}/plot.json", params={"seq": "x"}).status_code == 400

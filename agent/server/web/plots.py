@@ -3,6 +3,7 @@ report_image / media stored, listed cheaply; one plot's figure read only when it
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,8 +75,29 @@ def tab_context(conn: sqlite3.Connection, task_id: str, tab: str, host: str) -> 
     return {}
 
 
+def confined_images(text: str, host: str) -> str:
+    """The figure, its layout images on this server's files host pointed at the console's file
+    route (the SDK reports a matplotlib figure or an image as a plot that way; the browser has
+    no API token for ``/files``, and the CSP loads no other origin)."""
+    if '"images"' not in text:
+        return text
+    try:
+        figure = json.loads(text)
+    except ValueError:
+        return text
+    layout = figure.get("layout") if isinstance(figure, dict) else None
+    images = layout.get("images") if isinstance(layout, dict) else None
+    if not isinstance(images, list):
+        return text
+    for image in images:
+        if isinstance(image, dict) and isinstance(image.get("source"), str):
+            image["source"] = download_link(image["source"], (f"{host}/files",)) or image["source"]
+    return json.dumps(figure)
+
+
 async def plot_json(state: ServerState, request: Request) -> Response:
-    """One stored plot's figure (the plotly JSON the SDK sent), as it was stored."""
+    """One stored plot's figure (the plotly JSON the SDK sent), as stored but for
+    ``confined_images``."""
     if session_of(state, request) is None:
         return JSONResponse({"error": "not logged in"}, status_code=401, headers=_NO_STORE)
     task_id = request.path_params["task"]
@@ -98,7 +120,8 @@ async def plot_json(state: ServerState, request: Request) -> Response:
     row = await run_in_threadpool(load)
     if row is None or not isinstance(row[0], str):
         return JSONResponse({"error": "no such plot"}, status_code=404, headers=_NO_STORE)
-    return Response(row[0], media_type="application/json", headers=_NO_STORE)
+    figure = confined_images(row[0], str(request.base_url).rstrip("/"))
+    return Response(figure, media_type="application/json", headers=_NO_STORE)
 
 
 def routes() -> list[tuple[str, Callable[..., Awaitable[Response]], list[str]]]:
