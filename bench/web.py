@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.server import scalar_store  # noqa: E402
 from agent.server.embedded import EmbeddedServer  # noqa: E402
 from agent.server.store import Store, dumps  # noqa: E402
 from agent.server.tasks import new_task_doc  # noqa: E402
@@ -73,17 +74,20 @@ def _fill_scalars(store: Store, task_id: str, series: int, points: int) -> None:
     for s in range(series):
         metric, variant = f"metric{s}", "value"
         for start in range(0, points, 200_000):
+            events = [
+                {"task": task_id, "type": "training_stats_scalar", "iter": i,
+                 "timestamp": 1_700_000_000_000 + i, "metric": metric, "variant": variant,
+                 "value": (i % 1000) / 7}
+                for i in range(start, min(points, start + 200_000))
+            ]  # fmt: skip
             with store.write() as conn:
                 conn.executemany(
                     "INSERT INTO events (task, type, timestamp, iter, metric, variant, doc) "
-                    "VALUES (?, 'training_stats_scalar', ?, ?, ?, ?, ?)",
-                    (
-                        (task_id, 1_700_000_000_000 + i, i, metric, variant,
-                         dumps({"task": task_id, "type": "training_stats_scalar", "iter": i,
-                                "metric": metric, "variant": variant, "value": (i % 1000) / 7}))
-                        for i in range(start, min(points, start + 200_000))
-                    ),
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ((task_id, e["type"], e["timestamp"], e["iter"], metric, variant, dumps(e))
+                     for e in events),
                 )  # fmt: skip
+                scalar_store.append(conn, events)
         metrics[f"m{s}"] = {"v": {"metric": metric, "variant": variant, "value": 0.0}}
     with store.write() as conn:
         row = conn.execute("SELECT doc FROM tasks WHERE id=?", (task_id,)).fetchone()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.server import scalar_store
 from agent.server.accepts import Accepts, accepts, check
 from agent.server.errors import bad_request
 from agent.server.fields import INT64, opt_bool, opt_int, opt_list, opt_str, req_str
@@ -22,7 +23,7 @@ from agent.server.store import dumps, loads
 from agent.server.taskstore import load_task, save_task
 
 LOG = "log"
-SCALAR = "training_stats_scalar"
+SCALAR = scalar_store.SCALAR
 PLOT = "plot"
 DEFAULT_BATCH = 500
 MAX_BATCH = 10_000
@@ -170,6 +171,7 @@ def _store(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> None:
             for e in events
         ],
     )
+    scalar_store.append(conn, events)
     for task_id, doc in docs.items():
         _update_metrics(doc, (e for e in events if e["task"] == task_id and e["type"] == SCALAR))
         save_task(conn, doc)
@@ -346,4 +348,5 @@ def delete_for_task(call: Call) -> dict[str, Any]:
     with call.store.write() as conn:
         load_task(conn, task_id)
         deleted = conn.execute("DELETE FROM events WHERE task=?", (task_id,)).rowcount
+        scalar_store.delete_task(conn, task_id)
     return {"deleted": deleted}

@@ -1,7 +1,8 @@
 """The SQLite schema as an ordered list of migrations; ``PRAGMA user_version`` counts them.
 
-Never edit a released migration: append a new one. Each migration is a tuple of statements run
-in one transaction together with the ``user_version`` bump.
+Never edit a released migration: append a new one. Each migration is a tuple of statements (or
+functions of the connection, for what SQL cannot do) run in one transaction together with the
+``user_version`` bump.
 
 Documents are JSON in ``doc`` columns; the columns beside them are copies of the fields we
 filter or order on. ``queue_entries`` is keyed by (queue, position) so popping the head of a
@@ -9,6 +10,13 @@ queue is one index seek, whatever the queue depth.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from agent.server import scalar_store
+
+Step = str | Callable[[sqlite3.Connection], None]
 
 _V1: tuple[str, ...] = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -85,4 +93,9 @@ _V2: tuple[str, ...] = (
     "CREATE INDEX claims_worker ON claims (worker)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: every scalar series as blocks of packed doubles, so a chart reads one series without
+# parsing the JSON of every scalar event of its task (agent/server/scalar_store.py); the
+# scalars stored before it are copied in once.
+_V3: tuple[Step, ...] = (*scalar_store.CREATE, scalar_store.backfill)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_V1, _V2, _V3)

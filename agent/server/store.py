@@ -176,8 +176,11 @@ class Store:
                     f"knows ({len(MIGRATIONS)}): upgrade Conveyor or use another --db"
                 )
             for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number]:
-                    conn.execute(statement)
+                for step in MIGRATIONS[number]:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
                 conn.execute(f"PRAGMA user_version={number + 1}")
 
     @property

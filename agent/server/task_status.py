@@ -10,7 +10,7 @@ import sqlite3
 import time
 from typing import Any
 
-from agent.server import lifecycle, queue_ops
+from agent.server import lifecycle, queue_ops, scalar_store
 from agent.server.accepts import accepts
 from agent.server.errors import INVALID_TASK_STATUS, TASK_ALREADY_QUEUED, ApiError, bad_request
 from agent.server.fields import opt_bool, opt_str, req_str
@@ -215,6 +215,7 @@ def reset(call: Call) -> dict[str, Any]:
         lifecycle.check("reset", doc["status"], force)
         removed = queue_ops.remove(conn, task_id)
         events = conn.execute("DELETE FROM events WHERE task=?", (task_id,)).rowcount
+        scalar_store.delete_task(conn, task_id)
         set_status(
             doc, CREATED, opt_str(call.body, "status_reason"), opt_str(call.body, "status_message")
         )

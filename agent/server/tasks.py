@@ -6,7 +6,7 @@ import copy
 import sqlite3
 from typing import Any
 
-from agent.server import queue_ops
+from agent.server import queue_ops, scalar_store
 from agent.server.accepts import accepts
 from agent.server.documents import (
     FREE_FIELDS,
@@ -263,6 +263,7 @@ def delete(call: Call) -> dict[str, Any]:
             )
         queue_ops.remove(conn, task_id)
         events = conn.execute("DELETE FROM events WHERE task=?", (task_id,)).rowcount
+        scalar_store.delete_task(conn, task_id)
         conn.execute("DELETE FROM tasks WHERE id=?", (task_id,))
     return {"deleted": True, "events": {"deleted": events}, "updated_children": 0}
 

@@ -72,11 +72,20 @@ def test_sdk_link_opens_console_lines_and_a_scalar_chart(
 ) -> None:
     proc = run_sdk(
         """
+        import numpy
         from clearml import Task
         task = Task.init(project_name="web tests", task_name="sdk run")
         print("hello from the sdk script")
+        logger = task.get_logger()
         for i in range(200):
-            task.get_logger().report_scalar("loss", "train", 1.0 / (i + 1), i)
+            logger.report_scalar("loss", "train", 1.0 / (i + 1), i)
+        figure = {"data": [{"type": "scatter", "x": [1, 2, 3], "y": [3, 1, 2]}],
+                  "layout": {"title": {"text": "a plotly figure"}}}
+        logger.report_plotly("custom", "figure", figure=figure, iteration=1)
+        logger.report_table("results", "table", iteration=1, table_plot=[["k", "v"], ["lr", 0.1]])
+        image = numpy.zeros((24, 32, 3), dtype=numpy.uint8)
+        image[:, :16] = (255, 0, 0)
+        logger.report_image("samples", "red half", iteration=3, image=image)
         task.close()
         """,
         sdk_env(server),
@@ -97,6 +106,29 @@ def test_sdk_link_opens_console_lines_and_a_scalar_chart(
         logged_in,
         ec.presence_of_element_located((By.CSS_SELECTOR, ".chart[data-metric=loss] canvas")),
     )
+    _plots_and_samples_show(logged_in)
+
+
+def _plots_and_samples_show(driver: WebDriver) -> None:
+    """The plots tab draws what report_plotly and report_table stored (plotly divs with their
+    data), the debug samples tab shows the reported image (loaded through the files route)."""
+    driver.find_element(By.CSS_SELECTOR, "[data-tab=plots]").click()
+    wait(
+        driver,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".plotly-plot[data-state=drawn]")) == 2,
+    )
+    traces = driver.execute_script(
+        "return [...document.querySelectorAll('.plotly-plot')].map("
+        "(el) => (el.data || []).map((t) => t.type + ':' + (t.y ? t.y.length : typeof t.cells)))"
+    )
+    assert sorted(traces) == [["scatter:3"], ["table:object"]], traces
+    driver.find_element(By.CSS_SELECTOR, "[data-tab=samples]").click()
+    loaded = (
+        "return [...document.querySelectorAll('.sample img')]"
+        ".map((i) => i.complete && i.naturalWidth)"
+    )
+    wait(driver, lambda d: d.execute_script(loaded) == [32])
+    _no_script_ran(driver)
 
 
 def test_clone_edit_enqueue_runs_with_the_new_values(
@@ -193,3 +225,25 @@ def test_state_change_without_csrf_token_is_refused(
     logged_in.find_element(By.CSS_SELECTOR, "[data-action=archive]").click()
     wait(logged_in, ec.url_contains("msg=archive"))
     assert "archived" in task_doc(server, task_id)["system_tags"]
+
+
+def test_compare_overlays_scalars_and_diffs_packages(
+    logged_in: WebDriver, server: EmbeddedServer
+) -> None:
+    ids = []
+    for name, extra in (("base run", ""), ("torch run", "torch==2.1\n")):
+        body = {"name": name, "script": {"requirements": {"pip": "numpy\n" + extra}}}
+        ids.append(api_call(server, "tasks.create", body)["id"])
+        loss = [
+            {"task": ids[-1], "type": "training_stats_scalar", "metric": "loss", "variant": "t",
+             "iter": i, "value": len(ids) * i}
+            for i in range(20)
+        ]  # fmt: skip
+        api_call(server, "events.add_batch", {"requests": loss})
+    logged_in.get(f"{server.url}/compare?ids={','.join(ids)}")
+    chart = ".chart[data-metric=loss]"
+    logged_in.execute_script(f"document.querySelector('{chart}').scrollIntoView()")
+    wait(logged_in, ec.presence_of_element_located((By.CSS_SELECTOR, f"{chart} canvas")))
+    labels = logged_in.find_elements(By.CSS_SELECTOR, f"{chart} .u-series .u-label")
+    assert [e.text for e in labels][1:] == ["base run", "torch run"]  # [0]: the x axis
+    assert _text(logged_in, ".line-diff pre.diff .add") == "+torch==2.1"

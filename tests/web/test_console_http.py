@@ -3,6 +3,7 @@ log and chart data, the live stream and a server stop while a page is open."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -182,12 +183,30 @@ def test_compare_marks_differences_and_refuses_too_few(embedded_server: Embedded
                 "seed": {"section": "Args", "name": "seed", "value": "1"},
             }
         }
-        body = {"name": f"lr {lr}", "type": "training", "hyperparams": params}
+        pip = "numpy==1.26\nrequests\n" + ("torch==2.1\n" if lr == "0.5" else "")
+        body = {"name": f"lr {lr}", "type": "training", "hyperparams": params,
+                "script": {"requirements": {"pip": pip}}}  # fmt: skip
         ids.append(api_call(embedded_server, "tasks.create", body)["id"])
+        loss = [
+            {"task": ids[-1], "type": "training_stats_scalar", "metric": "loss", "variant": "t",
+             "iter": i, "value": float(lr) * i}
+            for i in range(10)
+        ]  # fmt: skip
+        api_call(embedded_server, "events.add_batch", {"requests": loss})
     client = _client(embedded_server)
     page = client.get("/compare", params={"ids": ",".join(ids)}).text
     assert re.search(r'<tr class="differs"><th>Args/lr</th>', page)
     assert re.search(r'<tr class="same"><th>Args/seed</th>', page)
+    assert "Line diff: requirements (pip)" in page and "Line diff: uncommitted" not in page
+    assert '<span class="add">+torch==2.1</span>' in page and "+1 -0 lines" in page
+    assert '<div class="chart" data-metric="loss">' in page
+    overlaid = client.get(
+        "/compare/scalars.json", params={"ids": ",".join(ids), "metric": "loss", "width": 50}
+    ).json()
+    assert [(s["task"], s["variant"]) for s in overlaid["series"]] == [
+        (ids[0], "lr 0.1"), (ids[1], "lr 0.1"), (ids[2], "lr 0.5"),
+    ]  # fmt: skip
+    assert overlaid["series"][2]["y"] == [0.5 * i for i in range(10)]
     assert client.get("/compare", params={"ids": ids[0]}).status_code == 400
 
 
@@ -231,3 +250,68 @@ def test_tasks_list_filters_tags_and_hides_archived(embedded_server: EmbeddedSer
     assert listed("tag=gpu") == {tagged}
     assert almost in listed("") and archived not in listed("")
     assert archived in listed("archived=1")
+
+
+def test_plots_list_cheaply_and_each_figure_comes_on_its_own(
+    embedded_server: EmbeddedServer,
+) -> None:
+    task = api_call(embedded_server, "tasks.create", {"name": "plots", "type": "training"})["id"]
+    figure = '{"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": "<b>x</b>"}}'
+    events = [
+        {"task": task, "type": "plot", "metric": "m", "variant": "v", "iter": i,
+         "plot_str": figure.replace("[1, 2]", f"[{i}, 2]")}
+        for i in range(3)
+    ]  # fmt: skip
+    url = f"{embedded_server.url}/files/p/{task}/metrics/s/img%20one.png"
+    image_plot = {"data": [], "layout": {"images": [{"source": url}, {"source": "x://y"}]}}
+    events.append({"task": task, "type": "plot", "metric": "mpl", "variant": "fig", "iter": 0,
+                   "plot_str": json.dumps(image_plot)})  # fmt: skip
+    events += [
+        {"task": task, "type": "training_debug_image", "metric": "s", "variant": "<i>v</i>",
+         "iter": 7, "url": url},
+        {"task": task, "type": "training_debug_image", "metric": "s", "variant": "w",
+         "iter": 8, "url": "https://elsewhere.example/a.png"},
+    ]  # fmt: skip
+    api_call(embedded_server, "events.add_batch", {"requests": events})
+    client = _client(embedded_server)
+    page = client.get(f"/tasks/{task}/plots").text
+    seqs = re.findall(r'class="plotly-plot" data-seq="(\d+)"', page)
+    assert len(seqs) == 2 and "latest of 3" in page and "plotly-strict.min.js" in page
+    images = client.get(f"/tasks/{task}/plot.json", params={"seq": seqs[1]}).json()
+    assert [i["source"] for i in images["layout"]["images"]] == [
+        f"/web/files/p/{task}/metrics/s/img%20one.png", "x://y",
+    ]  # fmt: skip
+    seqs = seqs[:1]
+    latest = client.get(f"/tasks/{task}/plot.json", params={"seq": seqs[0]})
+    assert latest.json()["data"][0]["y"] == [2, 2]
+    assert client.get(f"/tasks/{task}/plot.json", params={"seq": "x"}).status_code == 400
+    assert client.get("/tasks/other/plot.json", params={"seq": seqs[0]}).status_code == 404
+    outsider = httpx.get(f"{embedded_server.url}/tasks/{task}/plot.json?seq={seqs[0]}")
+    assert outsider.status_code == 401
+    samples = client.get(f"/tasks/{task}/samples").text
+    assert f'<img src="/web/files/p/{task}/metrics/s/img%20one.png"' in samples
+    assert "&lt;i&gt;v&lt;/i&gt;" in samples and "<i>v</i>" not in samples
+    assert "https://elsewhere.example/a.png" in samples  # shown as text, never loaded
+    assert 'elsewhere.example/a.png"' not in samples
+
+
+def test_an_input_model_is_chosen_by_url(embedded_server: EmbeddedServer) -> None:
+    client = _client(embedded_server)
+    url = "file:///data/models/best%20weights.pt"
+    tasks = [api_call(embedded_server, "tasks.create", {"name": n})["id"] for n in ("a", "b")]
+    for task in tasks:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/tasks/{task}").text)
+        assert csrf
+        bad = {"csrf": csrf[1], "model:Input Model": "ftp://host/x"}
+        reply = client.post(f"/tasks/{task}/action/save", data=bad)
+        assert "error=input%20model" in reply.headers["location"]
+        form = {"csrf": csrf[1], "model:Input Model": url}
+        reply = client.post(f"/tasks/{task}/action/save", data=form)
+        assert "msg=saved" in reply.headers["location"], reply.headers["location"]
+    chosen = [
+        api_call(embedded_server, "tasks.get_by_id", {"task": t})["task"]["models"]["input"]
+        for t in tasks
+    ]
+    assert chosen[0] == chosen[1] and chosen[0][0]["name"] == "Input Model"  # registered once
+    model = api_call(embedded_server, "models.get_by_id", {"model": chosen[0][0]["model"]})
+    assert model["model"]["uri"] == url and model["model"]["name"] == "best weights.pt"

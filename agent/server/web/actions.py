@@ -2,17 +2,19 @@
 handlers (``render.call_api``), so the console has no write path of its own.
 
 Form field names (the stable hooks, docs/web.md): ``<section>/<name>`` a hyperparameter,
-``config:<name>`` a configuration object, ``model:<name>`` an input model id,
+``config:<name>`` a configuration object, ``model:<name>`` an input model id or URL,
 ``docker_image`` / ``docker_args``, ``requirements``, ``new_param`` + ``new_value`` a new
 hyperparameter, ``queue`` the queue to enqueue to.
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from agent.server.errors import ApiError, bad_request
 from agent.server.state import ServerState
@@ -23,6 +25,8 @@ from agent.server.web.session import Session
 ACTIONS = ("clone", "enqueue", "abort", "requeue", "reset", "archive", "save")
 _RESERVED = frozenset({"csrf", "queue", "docker_image", "docker_args", "requirements"})
 ApiCall = tuple[str, dict[str, Any]]
+CREATED = "$created"  # in a call's body: the id the previous models.create answered
+MODEL_SCHEMES = ("file", "http", "https", "s3", "gs", "azure")
 
 
 def _param_items(doc: dict[str, Any], form: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -66,11 +70,33 @@ def _model_calls(
         name, model_id = key[len("model:") :], value.strip()
         if not key.startswith("model:") or not model_id or current.get(name) == model_id:
             continue
-        if conn.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None:
+        if "://" in model_id:
+            model_id = _model_by_url(conn, doc, name, model_id, calls)
+        elif conn.execute("SELECT 1 FROM models WHERE id=?", (model_id,)).fetchone() is None:
             raise bad_request(f"input model {name!r}: no model with id {model_id!r}")
         body = {"task": doc["id"], "name": name, "model": model_id, "type": "input"}
         calls.append(("tasks.add_or_update_model", body))
     return calls
+
+
+def _model_by_url(
+    conn: sqlite3.Connection, doc: dict[str, Any], name: str, url: str, calls: list[ApiCall]
+) -> str:
+    """The latest registered model with this URL, else ``CREATED`` after a models.create
+    call (added to ``calls``) that registers it, named after the URL's file."""
+    parts = urlsplit(url)
+    if parts.scheme not in MODEL_SCHEMES or any(c.isspace() for c in url):
+        schemes = ", ".join(f"{s}://" for s in MODEL_SCHEMES)
+        raise bad_request(f"input model {name!r}: {url[:200]!r} is not a URL ({schemes})")
+    row = conn.execute(
+        "SELECT id FROM models WHERE uri=? ORDER BY created DESC LIMIT 1", (url,)
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    title = posixpath.basename(unquote(parts.path).rstrip("/")) or name
+    body = {"name": title, "uri": url, "ready": True, "project": doc.get("project") or None}
+    calls.append(("models.create", {k: v for k, v in body.items() if v is not None}))
+    return CREATED
 
 
 def save_calls(
@@ -163,8 +189,12 @@ def run_action(
         new_id = str(call_api(state, session, "tasks.clone", body)["id"])
         return new_id, "cloned: this is the new draft"
     calls = action_calls(state.store.conn(), action, task_id, form)
-    for name, body in calls:
-        call_api(state, session, name, body)
+    created = ""
+    for name, planned in calls:
+        body = {**planned, "model": created} if planned.get("model") == CREATED else planned
+        reply = call_api(state, session, name, body)
+        if name == "models.create":
+            created = str(reply["id"])
     if action == "save" and not calls:
         return task_id, "nothing changed"
     return task_id, {"save": "saved", "abort": "abort requested"}.get(action, f"{action}: done")

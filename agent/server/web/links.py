@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-TABS = ("execution", "configuration", "artifacts", "console", "scalars", "plots", "info")
+TABS = (
+    "execution", "configuration", "artifacts", "console", "scalars", "plots", "samples", "info",
+)  # fmt: skip
+
+TAB_TITLES = {"artifacts": "models & artifacts", "samples": "debug samples"}
 
 # /projects/<pid>/tasks/<tid>/output/log (clearml 2.x), /projects/<pid>/experiments/<tid>/...
 # (older SDKs, pipelines), /datasets/simple/<pid>/experiments/<tid>, /pipelines/<pid>/...
@@ -24,7 +28,7 @@ _TAIL_TAB = {
     "info-output": "info",
     "general": "info",
 }
-_OUTPUT_TAB = {"log": "console", "metrics": "scalars", "plots": "plots", "debugImages": "plots"}
+_OUTPUT_TAB = {"log": "console", "metrics": "scalars", "plots": "plots", "debugImages": "samples"}
 
 
 def tab_for_tail(tail: str) -> str:

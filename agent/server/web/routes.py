@@ -18,10 +18,10 @@ from starlette.staticfiles import StaticFiles
 from agent.server.errors import ApiError
 from agent.server.state import ServerState
 from agent.server.taskstore import find_task
-from agent.server.web import data, fleet, login
+from agent.server.web import data, fleet, login, plots
 from agent.server.web.actions import ACTIONS, run_action
-from agent.server.web.compare import compare_page
-from agent.server.web.links import TABS, task_link_target
+from agent.server.web.compare import compare_page, compare_scalars
+from agent.server.web.links import TAB_TITLES, TABS, task_link_target
 from agent.server.web.render import (
     HERE,
     base_context,
@@ -69,7 +69,10 @@ async def task_page(state: ServerState, request: Request) -> Response:
     def load() -> dict[str, object] | None:
         conn = state.store.conn()
         doc = find_task(conn, task_id)
-        return None if doc is None else task_context(conn, doc, str(request.base_url).rstrip("/"))
+        if doc is None:
+            return None
+        host = str(request.base_url).rstrip("/")
+        return {**task_context(conn, doc, host), **plots.tab_context(conn, task_id, tab, host)}
 
     found = await run_in_threadpool(load)
     if found is None:
@@ -77,7 +80,8 @@ async def task_page(state: ServerState, request: Request) -> Response:
         return page("not_found.html", context, status=404)
     messages = {"msg": request.query_params.get("msg", ""),
                 "error": request.query_params.get("error", "")}  # fmt: skip
-    return page("task.html", base_context(state, request, session, tab=tab, **messages, **found))
+    tabs = {"tab": tab, "tabs": TABS, "tab_titles": TAB_TITLES}
+    return page("task.html", base_context(state, request, session, **tabs, **messages, **found))
 
 
 async def task_action(state: ServerState, request: Request) -> Response:
@@ -128,11 +132,13 @@ def web_routes(state: ServerState) -> list[BaseRoute]:
         ("/login/once/{token}", login.login_once, get),
         ("/logout", login.logout, ["POST"]),
         *data.routes(state),
+        *plots.routes(),
         ("/tasks", tasks_page, get),
         ("/tasks/{task}", task_page, get),
         ("/tasks/{task}/{tab}", task_page, get),
         ("/tasks/{task}/action/{action}", task_action, ["POST"]),
         ("/compare", compare_page, get),
+        ("/compare/scalars.json", compare_scalars, get),
         ("/queues", fleet.queues_page, get),
         ("/queues/{queue}/action/{action}", fleet.queue_action, ["POST"]),
         ("/models", fleet.models_page, get),

@@ -1,120 +1,107 @@
-"""Every scalar point of recently charted tasks, in memory, kept up to date incrementally.
+"""The last charted series, decoded, so a chart's refreshes and zooms skip reading its blocks.
 
-Finding one series' points means reading every scalar event of its task (the events index has
-no metric column) and its JSON document. So the first chart request for a task reads them all
-once, for every series; later requests (other metrics, zooms, a running task's new points) read
-only the events stored since (a primary-key range). A reset or deleted log (its first event
-changed) is read again. At most ``MAX_POINTS`` points are kept, least recently used task first.
+A series is read whole from its packed blocks (``agent/server/scalar_store.py``) the first
+time; later requests check two index seeks (``scalar_store.extent``): unchanged, it is served
+from memory; grown (a running task), only its last block and the new ones are read; stored
+again (a reset: its first block has a new id), it is read again. At most ``MAX_POINTS`` points
+are kept (~16 bytes each: 64 MB), least recently used series dropped first; a series bigger
+than that is never kept: each request reads only the blocks its x range meets.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from agent.server.events import SCALAR
+from agent.server import scalar_store
 
-MAX_POINTS = 30_000_000  # ~24 bytes a point: 0.7 GB at most
-_COLUMNS = "seq, metric, variant, COALESCE(iter, 0), timestamp, json_extract(doc, '$.value')"
-
-
-@dataclass
-class Series:
-    """One (metric, variant): points in arrival order, plus views sorted by each x axis."""
-
-    iters: array[float] = field(default_factory=lambda: array("d"))
-    times: array[float] = field(default_factory=lambda: array("d"))
-    values: array[float] = field(default_factory=lambda: array("d"))
-    _sorted: dict[str, tuple[array[float], array[float]]] = field(default_factory=dict)
-
-    def add(self, iteration: float, stamp: float, value: float) -> None:
-        self.iters.append(iteration)
-        self.times.append(stamp / 1000.0)
-        self.values.append(value)
-        self._sorted.clear()
-
-    def view(self, axis: str) -> tuple[array[float], array[float]]:
-        """(xs, ys) sorted by x: the iteration, or the wall time (seconds)."""
-        if axis not in self._sorted:
-            xs = self.times if axis == "time" else self.iters
-            x = np.frombuffer(xs, dtype=np.float64)
-            if bool(np.all(x[1:] >= x[:-1])):
-                self._sorted[axis] = (xs, self.values)
-            else:
-                order = np.argsort(x, kind="stable")
-                y = np.frombuffer(self.values, dtype=np.float64)
-                self._sorted[axis] = (
-                    array("d", x[order].tobytes()),
-                    array("d", y[order].tobytes()),
-                )
-        return self._sorted[axis]
+MAX_POINTS = 4_000_000
+Floats = npt.NDArray[np.float64]
+Key = tuple[str, str, str, str]  # task, metric, variant, axis
 
 
 @dataclass
-class TaskSeries:
-    first_seq: int
-    last_seq: int
-    series: dict[tuple[str, str], Series] = field(default_factory=dict)
-    points: int = 0
+class _Cached:
+    extent: tuple[int, int, int]
+    x: Floats  # arrival order
+    y: Floats
+    sorted_xy: tuple[Floats, Floats] | None = None
 
-    def add_rows(self, rows: Iterable[tuple[int, str, str, float, float, float | None]]) -> None:
-        for seq, metric, variant, iteration, stamp, value in rows:
-            self.last_seq = max(self.last_seq, seq)
-            if value is None:
-                continue
-            key = (metric or "", variant or "")
-            found = self.series.get(key)
-            if found is None:
-                found = self.series[key] = Series()
-            found.add(iteration, stamp, float(value))
-            self.points += 1
+    def view(self) -> tuple[Floats, Floats]:
+        if self.sorted_xy is None:
+            self.sorted_xy = _sorted(self.x, self.y)
+        return self.sorted_xy
+
+    def size(self) -> int:
+        """Points held, a sorted copy included."""
+        copied = self.sorted_xy is not None and self.sorted_xy[0] is not self.x
+        return len(self.x) * (2 if copied else 1)
 
 
-_cache: OrderedDict[str, TaskSeries] = OrderedDict()
+def _sorted(x: Floats, y: Floats) -> tuple[Floats, Floats]:
+    """(x, y) sorted by x (stable: arrival order among equal x)."""
+    if len(x) > 1 and not bool(np.all(x[1:] >= x[:-1])):
+        order = np.argsort(x, kind="stable")
+        return x[order], y[order]
+    return x, y
+
+
+_cache: OrderedDict[Key, _Cached] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _first_seq(conn: sqlite3.Connection, task_id: str) -> int:
-    row = conn.execute(
-        "SELECT seq FROM events WHERE task=? AND type=? ORDER BY timestamp, seq LIMIT 1",
-        (task_id, SCALAR),
-    ).fetchone()
-    return int(row[0]) if row else 0
+def _read(
+    conn: sqlite3.Connection,
+    key: Key,
+    from_block: int,
+    x0: float | None = None,
+    x1: float | None = None,
+) -> tuple[Floats, Floats]:
+    xs: list[bytes] = []
+    ys: list[bytes] = []
+    for x_blob, y_blob in scalar_store.blobs(conn, key[:3], key[3], x0, x1, from_block):
+        xs.append(x_blob)
+        ys.append(y_blob)
+    x = np.frombuffer(b"".join(xs), dtype="<f8").astype(np.float64, copy=False)
+    y = np.frombuffer(b"".join(ys), dtype="<f8").astype(np.float64, copy=False)
+    return x, y
 
 
-def task_series(conn: sqlite3.Connection, task_id: str) -> TaskSeries:
-    """The task's series, read or brought up to date (call inside one read snapshot)."""
-    first = _first_seq(conn, task_id)
-    latest = int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
+def _fresh(
+    conn: sqlite3.Connection, key: Key, extent: tuple[int, int, int], old: _Cached | None
+) -> _Cached:
+    if old is not None and old.extent == extent:
+        return old
+    if old is not None and old.extent[0] == extent[0] and old.extent[1:] <= extent[1:]:
+        kept = old.extent[1] * scalar_store.BLOCK  # the full blocks read before
+        x, y = _read(conn, key, old.extent[1])
+        return _Cached(extent, np.concatenate([old.x[:kept], x]), np.concatenate([old.y[:kept], y]))
+    x, y = _read(conn, key, 0)
+    return _Cached(extent, x, y)
+
+
+def points(
+    conn: sqlite3.Connection, key: Key, x0: float | None, x1: float | None
+) -> tuple[Floats, Floats]:
+    """The series' points sorted by x, all of them or (a series too big to keep) those of the
+    blocks that meet [x0, x1]; call inside one read snapshot."""
+    extent = scalar_store.extent(conn, key[:3])
+    if extent is None:
+        empty = np.zeros(0, dtype=np.float64)
+        return empty, empty
+    if extent[1] * scalar_store.BLOCK + extent[2] > MAX_POINTS:
+        return _sorted(*_read(conn, key, 0, x0, x1))
     with _lock:
-        cached = _cache.get(task_id)
-        if cached is None or cached.first_seq != first:
-            cached = TaskSeries(first_seq=first, last_seq=latest)
-            # iterated, not fetched whole: millions of rows never sit in memory as tuples
-            cached.add_rows(
-                conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE task=? AND type=? AND seq <= ?",
-                    (task_id, SCALAR, latest),
-                )
-            )
-            cached.last_seq = latest
-        elif cached.last_seq < latest:
-            cached.add_rows(
-                conn.execute(
-                    f"SELECT {_COLUMNS} FROM events NOT INDEXED WHERE seq > ? AND seq <= ? "
-                    "AND task=? AND type=? ORDER BY seq",
-                    (cached.last_seq, latest, task_id, SCALAR),
-                )
-            )
-            cached.last_seq = latest
-        _cache[task_id] = cached
-        _cache.move_to_end(task_id)
-        while len(_cache) > 1 and sum(t.points for t in _cache.values()) > MAX_POINTS:
+        old = _cache.pop(key, None)
+    found = _fresh(conn, key, extent, old)
+    view = found.view()
+    with _lock:
+        _cache[key] = found
+        while len(_cache) > 1 and sum(c.size() for c in _cache.values()) > MAX_POINTS:
             _cache.popitem(last=False)
-    return cached
+    return view

@@ -43,6 +43,9 @@ def test_sdk_links_map_to_task_tabs() -> None:
         f"/tasks/{tid}/configuration"
     )
     assert task_link_target(f"/projects/p/experiments/{tid}") == f"/tasks/{tid}/execution"
+    assert task_link_target(f"/projects/p/experiments/{tid}/output/debugImages") == (
+        f"/tasks/{tid}/samples"
+    )
     assert task_link_target(f"/datasets/simple/p/experiments/{tid}") == f"/tasks/{tid}/execution"
     assert task_link_target("/projects/p") is None
 

@@ -132,14 +132,15 @@ function aligned(series, weight) {
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 class Chart {
-  constructor(el, id) {
-    this.el = el; this.id = id; this.metric = el.dataset.metric;
+  constructor(el, id, src) {
+    this.el = el; this.id = id; this.src = src; this.metric = el.dataset.metric;
     this.plot = null; this.range = null; this.loaded = false; this.raw = null;
   }
   url() {
     const axis = document.getElementById("x-axis").value;
     const width = Math.max(200, this.el.querySelector(".plot").clientWidth || 800);
-    let url = `/tasks/${encodeURIComponent(this.id)}/scalars.json?metric=${encodeURIComponent(this.metric)}&width=${width}&x=${axis}`;
+    const base = this.src ? `${this.src}&` : `/tasks/${encodeURIComponent(this.id)}/scalars.json?`;
+    let url = `${base}metric=${encodeURIComponent(this.metric)}&width=${width}&x=${axis}`;
     if (this.range) { url += `&xmin=${this.range[0]}&xmax=${this.range[1]}`; }
     return url;
   }
@@ -182,8 +183,8 @@ class Chart {
 function setupScalars() {
   const holder = document.getElementById("charts");
   if (!holder) { return; }
-  const id = holder.dataset.task;
-  const charts = [...holder.querySelectorAll(".chart")].map((el) => new Chart(el, id));
+  const id = holder.dataset.task, src = holder.dataset.src;  // a task, or the compare page's tasks
+  const charts = [...holder.querySelectorAll(".chart")].map((el) => new Chart(el, id, src));
   const visible = new Set();
   const observer = new IntersectionObserver((entries) => {
     for (const entry of entries) {
@@ -204,6 +205,7 @@ function setupScalars() {
   document.getElementById("smoothing").addEventListener("input", () => {
     charts.forEach((c) => { if (c.raw) { c.draw(); } });
   });
+  if (!id) { return; }
   let lastIteration = null, pending = false;
   openStream(id, null, {
     status: (status) => {
@@ -218,6 +220,46 @@ function setupScalars() {
   });
 }
 
+function drawPlot(el, id) {
+  el.dataset.state = "loading";
+  fetch(`/tasks/${encodeURIComponent(id)}/plot.json?seq=${encodeURIComponent(el.dataset.seq)}`,
+    { credentials: "same-origin" })
+    .then((r) => { if (!r.ok) { throw new Error(`${r.status} ${r.statusText}`); } return r.text(); })
+    .then((text) => {
+      const figure = JSON.parse(text);
+      const layout = Object.assign({}, figure.layout || {}, { autosize: true });
+      delete layout.width;
+      return window.Plotly.newPlot(el, figure.data || [], layout,
+        { responsive: true, displaylogo: false });
+    })
+    .then(() => { el.dataset.state = "drawn"; })
+    .catch((err) => {
+      el.dataset.state = "error";
+      el.textContent = `this plot cannot be shown: ${err.message}`;
+    });
+}
+
+function setupPlots() {
+  const holder = document.getElementById("plots");
+  if (!holder || !window.Plotly) { return; }
+  const id = holder.dataset.task;
+  // drawn once each, when (nearly) scrolled into view: many plots never freeze the page
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (entry.isIntersecting) { observer.unobserve(entry.target); drawPlot(entry.target, id); }
+    }
+  }, { rootMargin: "300px" });
+  const cards = [...holder.querySelectorAll(".plot-card")];
+  cards.forEach((card) => observer.observe(card.querySelector(".plotly-plot")));
+  document.getElementById("plot-filter").addEventListener("input", (ev) => {
+    const text = ev.target.value.toLowerCase();
+    cards.forEach((card) => {
+      const name = `${card.dataset.metric} ${card.dataset.variant}`.toLowerCase();
+      card.hidden = !name.includes(text);
+    });
+  });
+}
+
 function setupCompare() {
   const box = document.getElementById("only-differences");
   if (!box) { return; }
@@ -226,4 +268,6 @@ function setupCompare() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupConsole(); setupScalars(); setupCompare(); });
+document.addEventListener("DOMContentLoaded", () => {
+  setupConsole(); setupScalars(); setupPlots(); setupCompare();
+});
