@@ -151,7 +151,7 @@ def daemon(
     docker_image: str | None,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
-    from agent.pipeline.sandbox import SandboxUnavailable
+    from agent.errors import SandboxUnavailable
     from agent.worker.service import control_plane, run_daemon
 
     names = (*queues, *more_queues)
@@ -179,8 +179,8 @@ def daemon(
 @click.pass_context
 def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
     """Run one task in the foreground with the daemon's pipeline."""
+    from agent.errors import SandboxUnavailable
     from agent.pipeline.report import Status
-    from agent.pipeline.sandbox import SandboxUnavailable
     from agent.worker.service import execute_one
 
     settings = settings_from(ctx, **docker_flags(docker_image))
