@@ -2,7 +2,7 @@
 
 An idle control plane serving agents and the SDK never builds them: every request of theirs is
 an API path (``service.action``) or the file service, which ``claims`` turns away without
-loading anything. The first request it claims builds the routes (a one-off import of ~0.3 s on
+loading anything. The first request it claims builds the routes (a one-off import, ~0.15 s on
 the server's event loop) and they then match exactly as routes listed in the app would: the
 first full match wins, else the first partial one (405), else the routes after this one.
 """
