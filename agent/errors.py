@@ -1,7 +1,9 @@
-"""StageError, the one error that fails a task with a reason a user can act on.
+"""StageError, the one error that fails a task with a reason a user can act on; SandboxUnavailable.
 
-Raised by the pipeline's stages and by the supervisor under them (a program that cannot be
-started), so it lives below both packages: neither imports the other upward for it.
+StageError is raised by the pipeline's stages and by the supervisor under them (a program that
+cannot be started), so it lives below both packages: neither imports the other upward for it.
+SandboxUnavailable (no docker engine...) is caught by the command line, which must not load the
+pipeline to name it.
 """
 
 from __future__ import annotations
@@ -18,3 +20,7 @@ class StageError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.stage = stage
+
+
+class SandboxUnavailable(RuntimeError):
+    """The configured runtime cannot run tasks here (no docker engine...); says why."""

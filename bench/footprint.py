@@ -1,6 +1,14 @@
 """What an agent costs while it waits: idle RSS and CPU, RSS after one task, start-up imports.
 
-    .venv/bin/python bench/footprint.py [--window 60] [--imports 7]
+    .venv/bin/python bench/footprint.py [--window 60] [--imports 7] [--venv installed|dev]
+
+Conveyor runs from an installed copy by default (``--venv installed``): this checkout installed
+into its own virtualenv (``~/.cache/conveyor-bench/conveyor-venv``, reinstalled every run) with
+the runtime dependencies only and its bytecode compiled, as ``pip install conveyor-agent`` and
+the Dockerfile make it, and as clearml-agent's virtualenv is made. ``--venv dev`` runs the
+development ``.venv`` instead: its dev extras change what the libraries import (selenium brings
+trio, which httpcore imports when present: ~3 MB), and where ``PYTHONDONTWRITEBYTECODE`` is set
+and the installer compiled nothing, every start compiles every module from source (~5 MB more).
 
 Three agents, one after the other, each with its own directories:
   conveyor (agent only)  ``conveyor daemon`` against a separate control plane (this process's)
@@ -42,9 +50,11 @@ from agent.server.embedded import EmbeddedServer  # noqa: E402
 from agent.server.state import Credentials  # noqa: E402
 from bench.compare import tasks as t  # noqa: E402
 from bench.compare.agents import (  # noqa: E402
+    CACHE_ROOT,
     CLEARML_VENV,
     CONVEYOR,
     TASK_PYTHON,
+    VENV_TIMEOUT,
     ClearmlAgent,
     Conveyor,
     Running,
@@ -53,6 +63,7 @@ from bench.compare.agents import (  # noqa: E402
 )
 from bench.compare.server import Api  # noqa: E402
 
+INSTALLED_VENV = CACHE_ROOT / "conveyor-venv"
 SETTLE = 10.0
 TASK_TIMEOUT = 300.0
 START_TIMEOUT = 60.0
@@ -130,12 +141,13 @@ def after_one_task(running: Running, api: Api, queue_id: str) -> float:
 
 
 def import_seconds(python: Path, imports: str, runs: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of ``imports`` in a fresh interpreter."""
+    """Median (wall, CPU) seconds of ``imports`` in a fresh interpreter (run outside the
+    checkout, so that an installed copy imports itself, not the checkout's ``agent``)."""
     walls, cpus = [], []
     for _ in range(runs):
         done = subprocess.run(
             [str(python), "-c", TIMER.format(imports=imports)],
-            capture_output=True, text=True, timeout=120, check=True, cwd=ROOT,
+            capture_output=True, text=True, timeout=120, check=True, cwd=python.anchor,
         )  # fmt: skip
         wall, cpu = done.stdout.split()
         walls.append(float(wall))
@@ -143,7 +155,22 @@ def import_seconds(python: Path, imports: str, runs: int) -> tuple[float, float]
     return statistics.median(walls), statistics.median(cpus)
 
 
-def start_default_conveyor(home: Path, queue: str) -> tuple[Running, Api]:
+def install_conveyor(venv: Path = INSTALLED_VENV) -> Path:
+    """This checkout installed into ``venv`` (runtime dependencies only, bytecode compiled, as
+    pip installs it); its ``conveyor`` executable."""
+    python = venv / "bin" / "python"
+    uv = ROOT / ".venv" / "bin" / "uv"
+    steps = [] if python.exists() else [[sys.executable, "-m", "venv", "--without-pip", str(venv)]]
+    steps.append(
+        [str(uv), "pip", "install", "--quiet", "--python", str(python), "--compile-bytecode",
+         "--reinstall-package", "conveyor-agent", str(ROOT)]
+    )  # fmt: skip
+    for step in steps:
+        subprocess.run(step, capture_output=True, text=True, timeout=VENV_TIMEOUT, check=True)
+    return venv / "bin" / "conveyor"
+
+
+def start_default_conveyor(home: Path, queue: str, executable: Path) -> tuple[Running, Api]:
     """``conveyor daemon`` with its own embedded server; waits for its worker to register."""
     home.mkdir(parents=True, exist_ok=True)
     data = home / "data"
@@ -155,7 +182,7 @@ def start_default_conveyor(home: Path, queue: str) -> tuple[Running, Api]:
     )  # fmt: skip
     log_path = home / "agent.log"
     with log_path.open("ab") as log:
-        argv = [str(CONVEYOR), "daemon", "--queue", queue]
+        argv = [str(executable), "daemon", "--queue", queue]
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
     running = Running("conveyor (default)", "bench-default", proc, log_path, home)
     state = t.wait_for(lambda: _read_state(data / "server.json"), START_TIMEOUT, "server.json")
@@ -192,11 +219,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=float, default=60.0, help="idle window (s)")
     parser.add_argument("--imports", type=int, default=7, help="import timings per agent")
+    parser.add_argument("--venv", choices=["installed", "dev"], default="installed",
+                        help="conveyor from an installed copy (default) or from .venv")  # fmt: skip
     args = parser.parse_args()
     clearml = ensure_clearml_agent()
     print("clearml-agent:", clearml, file=sys.stderr)
+    conveyor = install_conveyor() if args.venv == "installed" else CONVEYOR
+    print("conveyor:", conveyor, file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="conveyor-footprint-"))
-    python = ROOT / ".venv" / "bin" / "python"
+    python = conveyor.parent / "python"
     rows: list[Row] = []
     with EmbeddedServer(work / "server.db", port=0) as server:
         api = Api(server)
@@ -211,12 +242,13 @@ def main() -> None:
 
         def default() -> tuple[Running, Api, str]:
             # its own server has only the default queue, which it serves
-            running, own = start_default_conveyor(work / "default", "default")
+            running, own = start_default_conveyor(work / "default", "default", conveyor)
             queues = own("queues.get_all", {"name": "^default$"})["queues"]
             return running, own, str(queues[0]["id"])
 
         agents: list[tuple[str, Callable[[], tuple[Running, Api, str]], Path, str]] = [
-            ("conveyor (agent only)", on_server(Conveyor()), python, CONVEYOR_IMPORTS),
+            ("conveyor (agent only)", on_server(Conveyor(executable=conveyor)), python,
+             CONVEYOR_IMPORTS),
             ("conveyor (default: embedded server)", default, python, EMBEDDED_IMPORTS),
             ("clearml-agent 3.0.3", on_server(ClearmlAgent()), CLEARML_VENV / "bin" / "python",
              CLEARML_IMPORTS),
@@ -226,6 +258,7 @@ def main() -> None:
             wall, cpu_s = import_seconds(interpreter, imports, args.imports)
             rows.append(Row(name, rss, cpu, after, wall, cpu_s))
     print(table(rows, args.window))
+    print(f"conveyor: {args.venv} ({conveyor})")
 
 
 def table(rows: list[Row], window: float) -> str:

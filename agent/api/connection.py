@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -105,6 +106,19 @@ def stop_for(retry_for: float | None) -> StopBaseT:
     return stop_never if retry_for is None else stop_after_delay(max(retry_for, 0.0))
 
 
+def tls_for(base_url: str) -> ssl.SSLContext | bool:
+    """Certificate checks for the server: httpx's default (the CA bundle) for an https server.
+
+    A plain-http server (the embedded one) never sees TLS: the client only posts to URLs under
+    ``base_url`` and follows no redirects. It gets an empty context, so the ~1 MB CA bundle is
+    not loaded into every agent; should TLS ever be attempted with it, it verifies against no
+    CA at all and refuses, never accepts.
+    """
+    if base_url.lower().startswith("https:"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names
+
+
 class Connection:
     def __init__(
         self,
@@ -123,7 +137,9 @@ class Connection:
             "X-ClearML-Agent": AGENT_HEADER,
         }
         self._timeout = timeout
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            headers=headers, timeout=timeout, transport=transport, verify=tls_for(self.base_url)
+        )
         self._token: str | None = None
         self._expires: float | None = None
         self._lock = asyncio.Lock()

@@ -165,7 +165,7 @@ def daemon(
     **flags: Any,
 ) -> None:
     """Poll queues and run their tasks (``--queue Q1 Q2``; default: the default queue)."""
-    from agent.pipeline.sandbox import SandboxUnavailable
+    from agent.errors import SandboxUnavailable
     from agent.worker.service import control_plane, run_daemon
 
     # the other options are named after their settings (order_fairness, slots, gpus, ...)
@@ -203,8 +203,8 @@ def background(settings: Settings, stop_it: bool) -> None:
 @click.pass_context
 def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
     """Run one task in the foreground with the daemon's pipeline."""
+    from agent.errors import SandboxUnavailable
     from agent.pipeline.report import Status
-    from agent.pipeline.sandbox import SandboxUnavailable
     from agent.worker.service import execute_one
 
     settings = settings_from(ctx, **docker_flags(docker_image))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import git
+if TYPE_CHECKING:
+    import git  # imported where a script is described: `conveyor daemon` never loads it
 
 
 class SubmitError(ValueError):
@@ -65,6 +66,8 @@ def describe_script(
 
 
 def _repo_of(path: Path) -> git.Repo | None:
+    import git
+
     try:
         return git.Repo(path.parent, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):

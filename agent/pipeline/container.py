@@ -44,7 +44,7 @@ import docker.errors
 import structlog
 
 from agent.config.settings import Settings
-from agent.errors import StageError
+from agent.errors import SandboxUnavailable, StageError
 from agent.pipeline.console import Console
 from agent.pipeline.docker_create import GO_FIFO, MODELS_DIR, TASK_SCRIPT, create_args
 from agent.pipeline.docker_env import as_is, prepare_in_container
@@ -52,7 +52,7 @@ from agent.pipeline.docker_plan import LABEL_WORKER, ContainerPlan
 from agent.pipeline.environment import UV_CACHE, PreparedEnvironment, default_uv
 from agent.pipeline.installers import INSTALL_TIMEOUT
 from agent.pipeline.plan import Plan
-from agent.pipeline.sandbox import Ending, SandboxUnavailable
+from agent.pipeline.sandbox import Ending
 from agent.pipeline.source_request import SourceResult
 from agent.supervise.container import (
     collect_exec_output,

@@ -30,10 +30,6 @@ from agent.pipeline.source_request import SourceResult
 from agent.supervise.process import AbortSignal, ExitInfo, LineSink, describe, run_process
 
 
-class SandboxUnavailable(RuntimeError):
-    """The configured runtime cannot run tasks here (no docker engine...); says why."""
-
-
 @dataclass(frozen=True)
 class Ending:
     """How a task's process ended, and what the sandbox knows beyond the exit status."""

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 # Importing the service modules registers their endpoints.
 from agent.server import (  # noqa: F401
@@ -50,10 +50,10 @@ from agent.server.body import (
 )
 from agent.server.errors import ApiError
 from agent.server.files import FileService
+from agent.server.lazy_routes import LazyRoutes
 from agent.server.registry import Call, Endpoint, Identity, lookup
 from agent.server.state import ServerState
 from agent.server.watchdog import Watchdog
-from agent.server.web import web_routes
 
 log = structlog.get_logger()
 
@@ -250,13 +250,27 @@ def create_app(
                 dog.stop()
 
     # The file service first: its prefix is not a "service.action" path. Then the web console
-    # (GET pages and its own POST paths; agent/server/web).
+    # (GET pages and its own POST paths; agent/server/web), built on the first request for a
+    # path that is not the API's: agents and the SDK never load it.
     routes = [
         *FileService(state).routes(),
-        *web_routes(state),
+        LazyRoutes(lambda: console_routes(state), claims=lambda path: not _PATH.match(path)),
         Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def server_config(app: Starlette) -> uvicorn.Config:
+    """How uvicorn serves the app: HTTP only (no websocket library is loaded: nothing here
+    speaks websockets; an upgrade request is answered as plain HTTP), no access log."""
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none")
+
+
+def console_routes(state: ServerState) -> list[BaseRoute]:
+    """The web console's routes (jinja2, numpy and the pages' modules load here)."""
+    from agent.server.web.routes import web_routes
+
+    return web_routes(state)
 
 
 class AppServer(uvicorn.Server):

@@ -15,9 +15,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-import uvicorn
-
-from agent.server.app import AppServer, create_app
+from agent.server.app import AppServer, create_app, server_config
 from agent.server.bootstrap import open_state
 from agent.server.files import files_url
 from agent.server.state import DEFAULT_MAX_BODY, Credentials, ServerConfig, ServerState
@@ -174,8 +172,7 @@ class EmbeddedServer:
             raise
         self._bound_port = int(self._socket.getsockname()[1])
         app = create_app(self._state, on_ready=self._on_ready)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        self._server = AppServer(config, self._state)
+        self._server = AppServer(server_config(app), self._state)
         self._thread = threading.Thread(target=self._serve, name="conveyor-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(STARTUP_TIMEOUT) or not self._started:

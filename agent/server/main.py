@@ -10,11 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-import uvicorn
-
 from agent.config.settings import Settings
 from agent.retry import DEFAULT_MAX_RETRIES
-from agent.server.app import AppServer, create_app
+from agent.server.app import AppServer, create_app, server_config
 from agent.server.bootstrap import open_state
 from agent.server.embedded import bind_socket, check_bind, env_lines, url_for
 from agent.server.files import files_url
@@ -81,7 +79,7 @@ def serve(
           flush=True)  # fmt: skip
     if on_ready is not None:
         on_ready(url, state.credentials, files_host)
-    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
+    config = server_config(create_app(state))
     try:
         with _signals_end_serving():
             AppServer(config, state).run(sockets=[sock])

@@ -232,6 +232,7 @@ class Conveyor:
     stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGTERM)
     worker_id: str = "bench-conveyor"
     extra_env: tuple[tuple[str, str], ...] = ()
+    executable: Path = CONVEYOR  # bench/footprint.py measures an installed copy too
 
     def find_links_env(self, directory: str) -> dict[str, str]:
         return {"UV_FIND_LINKS": directory}  # uv reads neither pip.conf nor PIP_FIND_LINKS
@@ -254,7 +255,7 @@ class Conveyor:
             CONVEYOR_PYTHON=str(TASK_PYTHON),
             **dict(self.extra_env),
         )
-        argv = [str(CONVEYOR), "daemon", "--queue", queue]
+        argv = [str(self.executable), "daemon", "--queue", queue]
         running = _spawn(self.name, self.worker_id, argv, {**environ, **(env or {})}, home)
         _wait_registered(Api(server), running)
         return running

@@ -1,5 +1,5 @@
-"""The web console: HTML pages served by the embedded control plane (see docs/web.md)."""
+"""The web console: HTML pages served by the embedded control plane (see docs/web.md).
 
-from agent.server.web.routes import web_routes
-
-__all__ = ["web_routes"]
+Nothing is imported here: the app builds the routes (``routes.web_routes``) on the first
+request for a page, so a control plane that only serves agents never loads jinja2 or numpy.
+"""

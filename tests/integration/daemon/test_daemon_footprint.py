@@ -13,32 +13,37 @@ import pytest
 from agent.server.embedded import EmbeddedServer
 from tests.integration.daemon.support import agent_env
 
-# Runs in a fresh interpreter: what `conveyor daemon` imports, then the daemon itself until the
-# server lists its worker; prints the loaded modules and exits without waiting for a drain.
+# Runs in a fresh interpreter: the `conveyor daemon` command itself (click, as the entry point
+# runs it) on the main thread; a watcher thread waits until the server lists the worker, lets it
+# idle a moment, prints the loaded modules and ends the process without waiting for a drain.
 PROBE = """
-import asyncio, json, os, sys
-import agent.cli  # the command line, as the `conveyor` entry point loads it
+import asyncio, json, os, sys, threading, time
+import agent.cli
 from agent.api.client import ApiClient
 from agent.config.settings import load_settings
-from agent.worker.service import control_plane, run_daemon
+from agent.worker.connect import ConnectError, resolve_access
 
-async def idle(settings, access):
-    serving = asyncio.create_task(run_daemon(settings, access))
-    async with ApiClient(access.api_host, access.access_key, access.secret_key) as api:
-        while not any(w.get("id") == settings.worker_id for w in await api.list_workers()):
-            if serving.done():
-                raise SystemExit(f"daemon ended: {serving.result()!r}")
+async def registered(settings):
+    while True:
+        try:
+            access = resolve_access(settings)  # embedded: once it has written server.json
+        except ConnectError:
             await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # a few idle polls and a machine sample
+            continue
+        async with ApiClient(access.api_host, access.access_key, access.secret_key) as api:
+            while not any(w.get("id") == settings.worker_id for w in await api.list_workers()):
+                await asyncio.sleep(0.05)
+        return
 
-async def main(settings, access):
-    await asyncio.wait_for(idle(settings, access), 60)
+def watch():
+    asyncio.run(asyncio.wait_for(registered(load_settings()), 60))
+    time.sleep(1.0)  # a few idle polls and a machine sample
     print(json.dumps(sorted(sys.modules)), flush=True)
     os._exit(0)
 
-settings = load_settings()
-with control_plane(settings) as access:
-    asyncio.run(main(settings, access))
+threading.Thread(target=watch, daemon=True).start()
+agent.cli.main(["daemon"], prog_name="conveyor")
+raise SystemExit("the daemon ended before it registered")
 """
 
 HEAVY = (
@@ -48,7 +53,15 @@ HEAVY = (
     "rich",
     "agent.pipeline.plan",
     "agent.pipeline.run",
+    "agent.pipeline.sandbox",
     "agent.pipeline.source",
+    # the web console loads with the first page asked for (agent/server/lazy_routes.py)
+    "jinja2",
+    "numpy",
+    "agent.server.web.routes",
+    # uvicorn serves HTTP only (ws="none")
+    "websockets",
+    "wsproto",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -476,3 +477,14 @@ async def test_create_task_omits_empty_parts_and_returns_the_id() -> None:
     assert seen == [
         {"name": "n", "type": "training", "project": "p1", "script": {"entry_point": "a.py"}}
     ]
+
+
+def test_a_plain_http_server_loads_no_ca_bundle_and_its_context_refuses_tls() -> None:
+    assert connection.tls_for("https://api.example.org") is True  # httpx's default checks
+    assert connection.tls_for("HTTPS://api.example.org") is True
+    context = connection.tls_for("http://127.0.0.1:8008")
+    assert isinstance(context, ssl.SSLContext)
+    # nothing trusted, yet every check on: a handshake through it can only fail
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
