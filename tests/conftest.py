@@ -46,6 +46,22 @@ def _leftovers(marks: list[str]) -> list[psutil.Process]:
     return found
 
 
+# Under pytest-xdist (scripts/check runs `-n 2 --dist loadgroup`) a group runs on one worker, in
+# order. A file is its own group, so a module's server and agents are set up once; these folders
+# share one set-up (tests/sdk: a session's server and agents), one engine (docker, image), one
+# Slurm cluster, or a browser: each is one group.
+SHARED_GROUPS = ("sdk", "slurm", "docker", "image", "web", "acceptance")
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        top = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else ""
+        group = top if top in SHARED_GROUPS else str(path.relative_to(TESTS))
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No test may leave a process behind (an agent, a server, a git daemon...): they are
     killed here and the session fails, naming them."""
