@@ -63,8 +63,7 @@ pipe.add_function_step(name="square", function=square,
 pipe.add_function_step(name="total", function=total,
                        function_kwargs=dict(data="${square.data}"),
                        function_return=["total"], cache_executed_step=False)
-pipe.start(queue="services")
-emit(pipe.id)
+pipe.start(queue="services")  # the local process ends here: the controller goes remote
 """
 
 BASE = """
@@ -109,7 +108,12 @@ def script(env: dict[str, str], code: str, timeout: float) -> Any:
 
 def pipeline3(server: EmbeddedServer, env: dict[str, str]) -> float:
     started = time.monotonic()
-    controller = script(env, PIPELINE, 300)
+    proc = run_sdk(PIPELINE, env, timeout=300)
+    marker = "created new task id="
+    ids = [line.split(marker)[1].split()[0] for line in proc.stdout.splitlines() if marker in line]
+    if proc.returncode != 0 or not ids:
+        raise RuntimeError(f"pipeline script ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    controller = ids[0]
     doc = wait_final(server, controller, timeout=600)
     seconds = time.monotonic() - started
     if doc["status"] != "completed":
