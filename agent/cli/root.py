@@ -221,17 +221,40 @@ def execute(ctx: click.Context, task_id: str, docker_image: str | None) -> None:
 
 @main.command()
 @click.option("--id", "task_id", required=True, help="Task id.")
-@click.option("--target", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option(
+    "--target",
+    required=True,
+    help="The directory to prepare in; with --docker, the name of the image to make.",
+)
+@docker_option
+@click.option(
+    "--entry-point",
+    type=click.Choice(["reuse_task"]),
+    default=None,
+    help="With --docker: the image's CMD runs the task (credentials from `docker run -e`).",
+)
 @click.pass_context
-def build(ctx: click.Context, task_id: str, target: Path) -> None:
-    """Prepare a task's source and environment in TARGET without running it."""
-    from agent.cli.build import build_task
+def build(
+    ctx: click.Context, task_id: str, target: str, docker_image: str | None, entry_point: str | None
+) -> None:
+    """Prepare a task's source and environment in TARGET without running it; with --docker,
+    make TARGET a docker image with them ready."""
+    from agent.cli.build import build_image, build_task
     from agent.errors import StageError
+    from agent.pipeline.sandbox import SandboxUnavailable
 
-    settings = settings_from(ctx)
+    if entry_point and docker_image is None:
+        raise click.UsageError("--entry-point needs --docker")
+    settings = settings_from(ctx, **docker_flags(docker_image))
     server_access = access(settings)
     try:
-        command = run(lambda: build_task(settings, server_access, task_id, target))
+        if docker_image is not None:
+            image = run(lambda: build_image(settings, server_access, task_id, target, entry_point))
+            click.echo(f"image {target}: {image}")
+            return
+        command = run(lambda: build_task(settings, server_access, task_id, Path(target)))
+    except SandboxUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     except StageError as exc:
         click.echo(f"error: {exc.reason}", err=True)
         sys.exit(EXIT_FAILURE)

@@ -87,8 +87,9 @@ class DockerRuntime:
         self.uv = uv
 
     @classmethod
-    def connect(cls, settings: Settings) -> DockerRuntime:
-        """Reach the engine and clean up after an earlier run; SandboxUnavailable if not."""
+    def connect(cls, settings: Settings, clean: bool = True) -> DockerRuntime:
+        """Reach the engine and (``clean``) remove an earlier run's containers; raises
+        SandboxUnavailable if the engine cannot be reached."""
         uv = Path(settings.docker_uv) if settings.docker_uv else default_uv()
         if uv is None or not uv.is_file():
             raise SandboxUnavailable(
@@ -109,7 +110,8 @@ class DockerRuntime:
                 f"docker mode: cannot reach the docker engine at {where}: {engine_reason(exc)}"
             ) from exc
         runtime = cls(client, settings, uv.absolute())
-        runtime.remove_leftovers()
+        if clean:
+            runtime.remove_leftovers()
         return runtime
 
     def remove_leftovers(self) -> int:

@@ -270,6 +270,7 @@ class ClearmlAgent:
     # venv's and fails (see private_python).
     package_manager: str = "pip"
     executable: Callable[[], Path] = ensure_clearml_agent
+    extra_args: tuple[str, ...] = ()  # e.g. ("--services-mode",)
 
     def find_links_env(self, directory: str) -> dict[str, str]:
         return {"PIP_FIND_LINKS": directory, "UV_FIND_LINKS": directory}
@@ -282,7 +283,14 @@ class ClearmlAgent:
         conf.write_text(clearml_conf(server, home, self.worker_id, self.package_manager))
         environ = clean_environ(home)
         environ.update(CLEARML_CONFIG_FILE=str(conf), CLEARML_CPU_ONLY="1", **(env or {}))
-        argv = [str(self.executable()), "daemon", "--queue", queue, "--foreground"]
+        argv = [
+            str(self.executable()),
+            "daemon",
+            "--queue",
+            queue,
+            "--foreground",
+            *self.extra_args,
+        ]
         running = _spawn(self.name, self.worker_id, argv, environ, home)
         _wait_registered(Api(server), running)
         return running

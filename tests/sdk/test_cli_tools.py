@@ -106,3 +106,28 @@ def test_conveyor_clone_refuses_bad_input_and_makes_nothing(
     no_model = clone(cli_task, "--input-model", "f" * 32)
     assert no_model.returncode == 1 and "error:" in no_model.stderr
     assert count() == before
+
+
+def test_clearml_task_repo_and_docker_are_recorded(plane: Plane, tmp_path: Path) -> None:
+    """`clearml-task --repo <git URL> --docker <image>`: the task records the repository, its
+    commit, the entry point and the image (running it needs a docker agent: tests/docker)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(TRAIN)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, timeout=30)
+    subprocess.run([*git, "add", "train.py"], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "-m", "train"], check=True, timeout=30)
+    task_id = clearml_task(
+        plane, tmp_path, "--project", "sdk/cli", "--name", "from a repo", "--repo",
+        repo.as_uri(), "--branch", "main", "--script", "train.py", "--args", "lr=0.4",
+        "--docker", "python:3.11-slim", "--docker_args", "-e FOO=bar",
+    )  # fmt: skip
+    doc = api_call(plane.server, "tasks.get_by_id", {"task": task_id})["task"]
+    assert doc["status"] == "created"
+    assert doc["script"]["repository"] == repo.as_uri()
+    assert doc["script"]["branch"] == "main"
+    assert doc["script"]["entry_point"] == "train.py"
+    assert doc["container"]["image"] == "python:3.11-slim"
+    assert doc["container"]["arguments"] == "-e FOO=bar"
+    assert doc["hyperparams"]["Args"]["lr"]["value"] == "0.4"

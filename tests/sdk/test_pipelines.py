@@ -205,3 +205,32 @@ def test_pipeline_from_functions_with_step_cache(plane: Plane) -> None:
     proc = run_sdk(COMPLETED_ELSEWHERE + script, plane.env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert result_of(proc)["total"] == 6
+
+
+CACHED_DECORATOR = """
+from clearml import PipelineDecorator
+
+@PipelineDecorator.component(return_values=["squares"], cache=True)
+def cached_squares(n):
+    print("computing squares of", n)
+    return [i * i for i in range(n)]
+
+@PipelineDecorator.pipeline(name="cached-decorators", project="sdk/pipelines", version="1.0",
+                            pipeline_execution_queue=None, add_pipeline_tags=False)
+def flow(n=4):
+    emit(sum(cached_squares(n)))
+
+if __name__ == "__main__":
+    PipelineDecorator.set_default_execution_queue("default")
+    flow(n=4)
+"""
+
+
+def test_decorator_component_cache_reuses_the_step(plane: Plane) -> None:
+    """`component(cache=True)`: a second run with the same code and arguments makes no new step
+    task (the controller runs here, so the second run costs no remote start at all)."""
+    assert run(plane, CACHED_DECORATOR, timeout=300) == 14
+    (first,) = tasks_named(plane, "^cached_squares$")
+    assert task_doc(plane.server, first["id"])["status"] == "completed"
+    assert run(plane, CACHED_DECORATOR, timeout=300) == 14
+    assert [t["id"] for t in tasks_named(plane, "^cached_squares$")] == [first["id"]]

@@ -49,3 +49,45 @@ def test_task_scheduler_as_a_services_task(plane: Plane) -> None:
     assert doc["last_worker"].startswith("test-agent-services")
     api_call(plane.server, "tasks.stop", {"task": scheduler["id"]})
     assert wait_status(plane, scheduler["id"], timeout=60)["status"] == "stopped"
+
+
+TRIGGER = """
+from clearml import Task
+from clearml.automation import TriggerScheduler
+# The watched project must exist before the trigger names it (else it watches every project).
+Task.init(project_name="sdk/watched", task_name="before the trigger").close()
+trigger = TriggerScheduler(pooling_frequency_minutes=0.05, sync_frequency_minutes=0.1,
+                           force_create_task_name="trigger",
+                           force_create_task_project="sdk/services")
+trigger.add_task_trigger(name="on-completed", schedule_task_id="{base}",
+                         schedule_queue="default", trigger_project="sdk/watched",
+                         trigger_on_status=["completed"],
+                         task_parameters={{"General/lr": "0.8"}})
+trigger.start_remotely(queue="services")
+"""
+
+WATCHED = """
+from clearml import Task
+task = Task.init(project_name="sdk/watched", task_name="watched")
+task.close()
+emit(task.id)
+"""
+
+
+def test_trigger_scheduler_fires_on_a_task_status(plane: Plane) -> None:
+    base = run(plane, BASE)
+    proc = run_sdk(TRIGGER.format(base=base), plane.env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (trigger,) = tasks_named(plane, "^trigger$")
+    # Its first poll takes "now" as the reference: only later changes fire.
+    wait_for(
+        lambda: "Sleeping until the next pool" in console_text(plane.server, trigger["id"]),
+        180, "the trigger's first poll", every=1,
+    )  # fmt: skip
+    assert launched_with(plane, "0.8") is None
+    run(plane, WATCHED)
+    job = wait_for(lambda: launched_with(plane, "0.8"), 240, "the triggered job", every=1)
+    assert job["status"] == "completed", console_text(plane.server, job["id"])
+    assert "trained with lr 0.8" in console_text(plane.server, job["id"])
+    api_call(plane.server, "tasks.stop", {"task": trigger["id"]})
+    assert wait_status(plane, trigger["id"], timeout=60)["status"] == "stopped"
