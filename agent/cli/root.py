@@ -240,8 +240,7 @@ def build(
     """Prepare a task's source and environment in TARGET without running it; with --docker,
     make TARGET a docker image with them ready."""
     from agent.cli.build import build_image, build_task
-    from agent.errors import StageError
-    from agent.pipeline.sandbox import SandboxUnavailable
+    from agent.errors import SandboxUnavailable, StageError
 
     if entry_point and docker_image is None:
         raise click.UsageError("--entry-point needs --docker")
