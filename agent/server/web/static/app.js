@@ -146,6 +146,7 @@ class Chart {
   }
   load() {
     this.loaded = true;
+    performance.mark(`chart-load:${this.metric}`);
     return getJSON(this.url()).then((reply) => { this.raw = reply; this.draw(); });
   }
   draw() {
@@ -166,7 +167,8 @@ class Chart {
         label: s.variant || this.metric, stroke: COLORS[i % COLORS.length], spanGaps: true,
       }))],
       cursor: { drag: { x: true, y: false } },
-      hooks: { setSelect: [(u) => this.zoom(u)] },
+      // the mark lets bench/web_browser.py time a chart from its request to uPlot's draw
+      hooks: { setSelect: [(u) => this.zoom(u)], draw: [() => performance.mark(`chart-drawn:${this.metric}`)] },
     };
     this.plot = new uPlot(opts, data, holder);
     holder.addEventListener("dblclick", () => { this.range = null; this.load(); });
