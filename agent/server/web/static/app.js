@@ -270,6 +270,27 @@ function setupCompare() {
   });
 }
 
+/* ---- workers' machine stats (queues page): the server's last hour of reports ---------- */
+const MACHINE_LABELS = { cpu: "CPU %", memory: "memory MB", gpu: "GPU %" };
+
+function setupMachineCharts() {
+  for (const holder of document.querySelectorAll(".machine-charts")) {
+    const history = JSON.parse(holder.dataset.history || "{}");
+    for (const el of holder.querySelectorAll(".machine-chart")) {
+      const ys = history[el.dataset.series] || [];
+      if (!ys.some((y) => y !== null)) { el.hidden = true; continue; }
+      const opts = {
+        width: 220, height: 70, legend: { show: false }, cursor: { show: false },
+        scales: { x: { time: true } }, axes: [{ show: false }, { size: 40 }],
+        series: [{}, { label: MACHINE_LABELS[el.dataset.series], stroke: COLORS[0], spanGaps: true }],
+      };
+      el.title = MACHINE_LABELS[el.dataset.series];
+      new uPlot(opts, [history.time, ys], el);
+      el.dataset.state = "drawn";
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  setupConsole(); setupScalars(); setupPlots(); setupCompare();
+  setupConsole(); setupScalars(); setupPlots(); setupCompare(); setupMachineCharts();
 });
