@@ -166,6 +166,22 @@ def test_clone_edit_enqueue_runs_with_the_new_values(
     assert doc["status"] == "completed", (doc.get("status_reason"), text)
     assert "lr is 0.777" in text
     assert "model has second weights" in text
+    _stages_shown(logged_in, server, clone)
+
+
+def _stages_shown(driver: WebDriver, server: EmbeddedServer, task_id: str) -> None:
+    """The info tab's pipeline timeline of a run the daemon made: every stage, ended."""
+    driver.get(f"{server.url}/tasks/{task_id}/info")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#stages tr.stage")
+    assert [r.get_attribute("data-stage") for r in rows] == [
+        "source",
+        "models",
+        "environment",
+        "run",
+    ]
+    for row in rows:
+        seconds = float(row.find_element(By.CSS_SELECTOR, ".stage-duration").text)
+        assert seconds >= 0 and row.find_element(By.CSS_SELECTOR, "svg.stage-bar rect")
 
 
 def test_live_console_then_abort_from_the_page(
