@@ -281,10 +281,14 @@ function setupMachineCharts() {
       if (!ys.some((y) => y !== null)) { el.hidden = true; continue; }
       const opts = {
         width: 220, height: 70, legend: { show: false }, cursor: { show: false },
-        scales: { x: { time: true } }, axes: [{ show: false }, { size: 40 }],
+        scales: { x: { time: true } }, axes: [{ show: false }, { size: 56 }],
         series: [{}, { label: MACHINE_LABELS[el.dataset.series], stroke: COLORS[0], spanGaps: true }],
       };
-      el.title = MACHINE_LABELS[el.dataset.series];
+      const last = ys.filter((y) => y !== null).pop();
+      const caption = document.createElement("div");
+      caption.className = "machine-caption";
+      caption.textContent = `${MACHINE_LABELS[el.dataset.series]}: ${Math.round(last)} (last hour)`;
+      el.appendChild(caption);
       new uPlot(opts, [history.time, ys], el);
       el.dataset.state = "drawn";
     }
