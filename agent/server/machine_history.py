@@ -11,6 +11,7 @@ from typing import Any
 
 KEEP_SECONDS = 3600.0
 MAX_POINTS = 720  # an hour at one report every 5 s; faster reporters keep a shorter window
+MAX_WORKERS = 1_000  # workers gone without unregistering (timed out) are dropped oldest first
 SERIES = ("cpu", "memory", "gpu")
 
 
@@ -48,6 +49,9 @@ class MachineHistory:
     def record(self, worker: str, stats: Mapping[str, Any], now: float | None = None) -> None:
         stamp = time.time() if now is None else now
         with self._lock:
+            if worker not in self._points and len(self._points) >= MAX_WORKERS:
+                stale = min(self._points, key=lambda w: self._points[w][-1][0])
+                del self._points[stale]
             points = self._points.setdefault(worker, deque(maxlen=MAX_POINTS))
             points.append((stamp, *point(stats)))
             while points and points[0][0] < stamp - KEEP_SECONDS:

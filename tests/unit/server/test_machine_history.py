@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from agent.server.machine_history import KEEP_SECONDS, MAX_POINTS, MachineHistory, point
+from agent.server.machine_history import (
+    KEEP_SECONDS,
+    MAX_POINTS,
+    MAX_WORKERS,
+    MachineHistory,
+    point,
+)
 
 
 def test_point_averages_per_device_lists_and_ignores_junk() -> None:
@@ -24,3 +30,14 @@ def test_history_keeps_the_last_hour_and_at_most_max_points() -> None:
     assert len(cpu) == MAX_POINTS and cpu[-1] == MAX_POINTS + 9
     history.forget("w")
     assert history.series("w") == {"time": [], "cpu": [], "memory": [], "gpu": []}
+
+
+def test_workers_that_never_unregister_are_dropped_oldest_first() -> None:
+    history = MachineHistory()
+    for i in range(MAX_WORKERS):
+        history.record(f"w{i}", {"cpu_usage": [1]}, now=float(i))
+    history.record("w0", {"cpu_usage": [2]}, now=5_000.0)  # w0 reports again: w1 is the oldest
+    history.record("new", {"cpu_usage": [3]}, now=5_001.0)
+    assert history.series("w1")["cpu"] == []
+    assert history.series("w0")["cpu"] == [2.0]  # its first report was over an hour older
+    assert history.series("new")["cpu"] == [3.0] and history.series("w2")["cpu"] == [1.0]
