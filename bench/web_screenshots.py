@@ -3,8 +3,9 @@
     .venv/bin/python bench/web_screenshots.py [--out docs/img]
 
 Starts an embedded server with a few example tasks (parameters, a console log with a tqdm
-progress line, two loss curves with a spike), logs in and saves PNGs of the tasks list and
-the task page's configuration, console and scalars tabs, and the queues page.
+progress line, two loss curves with a spike, a worker's machine stats), logs in and saves PNGs
+of the tasks list, the task page's configuration, console and scalars tabs, and the queues
+page.
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ def populate(server: EmbeddedServer) -> str:
             }
         )
     api_call(server, "events.add_batch", {"requests": events})
+    for i in range(60):  # a worker's machine stats, for the queues page's small charts
+        stats = {"cpu_usage": [50 + 40 * math.sin(i / 6), 30.0], "memory_used": 9000 + 40 * i,
+                 "gpu_usage": [90 - (i % 20)]}  # fmt: skip
+        api_call(server, "workers.status_report", {"worker": "gpu-box:0", "task": task,
+                                                   "machine_stats": stats})  # fmt: skip
     return str(task)
 
 

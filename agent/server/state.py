@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.server.machine_history import MachineHistory
 from agent.server.store import Store
 from agent.server.waiters import QueueWaiters
 
@@ -52,3 +53,4 @@ class ServerState:
     jwt_secret: str
     credentials: Credentials  # the configured pair, or the first-start generated one
     queue_waiters: QueueWaiters = field(default_factory=QueueWaiters)  # long polls
+    machine_history: MachineHistory = field(default_factory=MachineHistory)  # web charts

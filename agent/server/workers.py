@@ -119,6 +119,7 @@ def status_report(call: Call) -> dict[str, Any]:
             "UPDATE workers SET task=?, doc=? WHERE id=?",
             (task["id"] if task else None, dumps(doc), doc["id"]),
         )
+    call.state.machine_history.record(str(doc["id"]), stats or {})
     return {}
 
 
@@ -140,6 +141,7 @@ def unregister(call: Call) -> dict[str, Any]:
     with call.store.write() as conn:
         conn.execute("DELETE FROM workers WHERE id=?", (worker_id,))
         claims.release(conn, worker_id)
+    call.state.machine_history.forget(worker_id)
     return {}
 
 

@@ -3,6 +3,7 @@ real `conveyor daemon`, abort, escaping, CSRF and login (one server, daemon and 
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -165,6 +166,22 @@ def test_clone_edit_enqueue_runs_with_the_new_values(
     assert doc["status"] == "completed", (doc.get("status_reason"), text)
     assert "lr is 0.777" in text
     assert "model has second weights" in text
+    _stages_shown(logged_in, server, clone)
+
+
+def _stages_shown(driver: WebDriver, server: EmbeddedServer, task_id: str) -> None:
+    """The info tab's pipeline timeline of a run the daemon made: every stage, ended."""
+    driver.get(f"{server.url}/tasks/{task_id}/info")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#stages tr.stage")
+    assert [r.get_attribute("data-stage") for r in rows] == [
+        "source",
+        "models",
+        "environment",
+        "run",
+    ]
+    for row in rows:
+        seconds = float(row.find_element(By.CSS_SELECTOR, ".stage-duration").text)
+        assert seconds >= 0 and row.find_element(By.CSS_SELECTOR, "svg.stage-bar rect")
 
 
 def test_live_console_then_abort_from_the_page(
@@ -247,3 +264,23 @@ def test_compare_overlays_scalars_and_diffs_packages(
     labels = logged_in.find_elements(By.CSS_SELECTOR, f"{chart} .u-series .u-label")
     assert [e.text for e in labels][1:] == ["base run", "torch run"]  # [0]: the x axis
     assert _text(logged_in, ".line-diff pre.diff .add") == "+torch==2.1"
+
+
+def test_workers_machine_stats_drawn_as_small_charts(
+    logged_in: WebDriver, server: EmbeddedServer
+) -> None:
+    for cpu in ((10.0, 30.0), (40.0, 60.0), (70.0, 90.0)):
+        stats = {"cpu_usage": list(cpu), "memory_used": 2048.0, "gpu_usage": [55.0]}
+        api_call(server, "workers.status_report", {"worker": "stats-box", "machine_stats": stats})
+    api_call(server, "workers.status_report", {"worker": "no-gpu-box", "machine_stats": {}})
+    logged_in.get(f"{server.url}/queues")
+    row = "tr[data-worker=stats-box] .machine-chart"
+    for series in ("cpu", "memory", "gpu"):
+        wait(logged_in, ec.presence_of_element_located(
+            (By.CSS_SELECTOR, f"{row}[data-series={series}] canvas")))  # fmt: skip
+    holder = logged_in.find_element(By.CSS_SELECTOR, "tr[data-worker=stats-box] .machine-charts")
+    history = json.loads(str(holder.get_attribute("data-history")))
+    assert history["cpu"] == [20.0, 50.0, 80.0]  # the mean over the CPUs, oldest first
+    assert history["memory"] == [2048.0] * 3 and history["gpu"] == [55.0] * 3
+    bare = "tr[data-worker=no-gpu-box] .machine-chart"
+    assert not logged_in.find_elements(By.CSS_SELECTOR, f"{bare} canvas")

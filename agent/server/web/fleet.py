@@ -46,8 +46,9 @@ def _fleet(state: ServerState, session: Session) -> dict[str, Any]:
     queues = call_api(state, session, "queues.get_all", {})["queues"]
     workers = call_api(state, session, "workers.get_all", {})["workers"]
     shown = [e["task"] for q in queues for e in (q.get("entries") or [])[:ENTRIES_SHOWN]]
+    history = {str(w["id"]): state.machine_history.series(str(w["id"])) for w in workers}
     return {"queues": queues, "workers": workers, "task_names": _task_names(state, shown),
-            "entries_shown": ENTRIES_SHOWN}  # fmt: skip
+            "entries_shown": ENTRIES_SHOWN, "history": history}  # fmt: skip
 
 
 async def queues_page(state: ServerState, request: Request) -> Response:

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from agent.server.errors import ApiError
 from agent.server.state import ServerState
 from agent.server.taskstore import find_task
-from agent.server.web import data, fleet, login, plots
+from agent.server.web import data, fleet, login, plots, timeline
 from agent.server.web.actions import ACTIONS, run_action
 from agent.server.web.compare import compare_page, compare_scalars
 from agent.server.web.links import TAB_TITLES, TABS, task_link_target
@@ -72,7 +72,9 @@ async def task_page(state: ServerState, request: Request) -> Response:
         if doc is None:
             return None
         host = str(request.base_url).rstrip("/")
-        return {**task_context(conn, doc, host), **plots.tab_context(conn, task_id, tab, host)}
+        stages = {"stages": timeline.bars(timeline.read(conn, task_id))} if tab == "info" else {}
+        return {**task_context(conn, doc, host), **plots.tab_context(conn, task_id, tab, host),
+                **stages}  # fmt: skip
 
     found = await run_in_threadpool(load)
     if found is None:

@@ -10,8 +10,9 @@ last charted series (``series_cache.py``).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from array import array
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,13 @@ from agent.server import scalar_store
 from agent.server.web import series_cache
 
 MAX_WIDTH = 4_000
+REDUCED_KEPT = 256  # answers of at most 4 x MAX_WIDTH points each: a few MB at most
+
+# (task, metric, variant, axis, width, x0, x1, the series' extent) -> the M4 answer: a chart
+# shown again (a reload, another tab and back, a finished task) costs two index seeks per
+# series; an extent changes whenever the series does, so a stale answer is never served.
+_reduced: OrderedDict[tuple[Any, ...], tuple[list[float], list[float]]] = OrderedDict()
+_reduced_lock = threading.Lock()
 
 
 def m4(
@@ -99,7 +107,29 @@ def series(
     axis = "time" if x_axis == "time" else "iter"
     out = []
     for variant, count in sorted(scalar_store.variants(conn, task_id, metric).items()):
-        xs, ys = series_cache.points(conn, (task_id, metric, variant, axis), x0, x1)
-        rx, ry = m4_sorted(xs, ys, width, x0, x1)
+        rx, ry = _reduced_series(conn, (task_id, metric, variant, axis), width, x0, x1)
         out.append({"variant": variant, "x": rx, "y": ry, "count": count})
     return out
+
+
+def _reduced_series(
+    conn: sqlite3.Connection,
+    key: series_cache.Key,
+    width: int,
+    x0: float | None,
+    x1: float | None,
+) -> tuple[list[float], list[float]]:
+    """One series M4-reduced, from the answers kept when the series has not changed."""
+    cache_key = (*key, width, x0, x1, scalar_store.extent(conn, key[:3]))
+    with _reduced_lock:
+        found = _reduced.get(cache_key)
+        if found is not None:
+            _reduced.move_to_end(cache_key)
+            return found
+    xs, ys = series_cache.points(conn, key, x0, x1)
+    reduced = m4_sorted(xs, ys, width, x0, x1)
+    with _reduced_lock:
+        _reduced[cache_key] = reduced
+        while len(_reduced) > REDUCED_KEPT:
+            _reduced.popitem(last=False)
+    return reduced

@@ -146,6 +146,7 @@ class Chart {
   }
   load() {
     this.loaded = true;
+    performance.mark(`chart-load:${this.metric}`);
     return getJSON(this.url()).then((reply) => { this.raw = reply; this.draw(); });
   }
   draw() {
@@ -166,7 +167,8 @@ class Chart {
         label: s.variant || this.metric, stroke: COLORS[i % COLORS.length], spanGaps: true,
       }))],
       cursor: { drag: { x: true, y: false } },
-      hooks: { setSelect: [(u) => this.zoom(u)] },
+      // the mark lets bench/web_browser.py time a chart from its request to uPlot's draw
+      hooks: { setSelect: [(u) => this.zoom(u)], draw: [() => performance.mark(`chart-drawn:${this.metric}`)] },
     };
     this.plot = new uPlot(opts, data, holder);
     holder.addEventListener("dblclick", () => { this.range = null; this.load(); });
@@ -268,6 +270,31 @@ function setupCompare() {
   });
 }
 
+/* ---- workers' machine stats (queues page): the server's last hour of reports ---------- */
+const MACHINE_LABELS = { cpu: "CPU %", memory: "memory MB", gpu: "GPU %" };
+
+function setupMachineCharts() {
+  for (const holder of document.querySelectorAll(".machine-charts")) {
+    const history = JSON.parse(holder.dataset.history || "{}");
+    for (const el of holder.querySelectorAll(".machine-chart")) {
+      const ys = history[el.dataset.series] || [];
+      if (!ys.some((y) => y !== null)) { el.hidden = true; continue; }
+      const opts = {
+        width: 220, height: 70, legend: { show: false }, cursor: { show: false },
+        scales: { x: { time: true } }, axes: [{ show: false }, { size: 56 }],
+        series: [{}, { label: MACHINE_LABELS[el.dataset.series], stroke: COLORS[0], spanGaps: true }],
+      };
+      const last = ys.filter((y) => y !== null).pop();
+      const caption = document.createElement("div");
+      caption.className = "machine-caption";
+      caption.textContent = `${MACHINE_LABELS[el.dataset.series]}: ${Math.round(last)} (last hour)`;
+      el.appendChild(caption);
+      new uPlot(opts, [history.time, ys], el);
+      el.dataset.state = "drawn";
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  setupConsole(); setupScalars(); setupPlots(); setupCompare();
+  setupConsole(); setupScalars(); setupPlots(); setupCompare(); setupMachineCharts();
 });
